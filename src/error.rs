@@ -1,0 +1,63 @@
+//! The library's one error type. Every message says what went wrong and, where
+//! the user can act, what to do about it.
+
+use std::path::PathBuf;
+
+/// Errors returned by the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file the model needs is not in the model directory.
+    #[error("{} not found{}", path.display(), hint_suffix(hint))]
+    MissingFile { path: PathBuf, hint: String },
+
+    /// A model file exists but cannot be read or parsed.
+    #[error("{} is unreadable or corrupt: {reason}. Re-download the model (e.g. `rerank download`) or replace the file", path.display())]
+    CorruptFile { path: PathBuf, reason: String },
+
+    /// The checkpoint is not a model this engine can run.
+    #[error("unsupported model in {}: {found}. Supported: {supported}", path.display())]
+    UnsupportedModel {
+        path: PathBuf,
+        found: String,
+        supported: &'static str,
+    },
+
+    /// A tensor is missing or has the wrong shape.
+    #[error("weights in {} do not match config.json: {reason}", path.display())]
+    Weights { path: PathBuf, reason: String },
+
+    /// `max_length` above what the model's position embeddings allow.
+    #[error("max_length {requested} exceeds this model's limit of {limit} tokens per pair (max_position_embeddings - pad_token_id - 1); use --max-length {limit} or less")]
+    MaxLengthTooLarge { requested: usize, limit: usize },
+
+    /// Any other option that makes no sense.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+
+    /// The tokenizer failed on an input.
+    #[error("tokenizer error: {0}")]
+    Tokenizer(String),
+
+    /// The requested device or dtype is not available in this build or machine.
+    #[error("{0}")]
+    Unavailable(String),
+
+    /// Resolving or downloading a model from the hub failed.
+    #[error("{0}")]
+    Hub(String),
+
+    /// A failure inside the tensor library (a bug or an exhausted resource).
+    #[error("compute error: {0}")]
+    Compute(#[from] candle_core::Error),
+}
+
+fn hint_suffix(hint: &str) -> String {
+    if hint.is_empty() {
+        String::new()
+    } else {
+        format!(": {hint}")
+    }
+}
+
+/// Result alias for the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

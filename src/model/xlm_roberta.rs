@@ -1,0 +1,356 @@
+//! `XLMRobertaForSequenceClassification` (and `RobertaForSequenceClassification`,
+//! the same graph) as a cross-encoder: one logit per pair.
+//!
+//! Reference: `transformers/models/xlm_roberta/modeling_xlm_roberta.py`.
+//! Struct and `vb.pp` names follow the checkpoint's tensor names, so a
+//! missing tensor names itself in the error.
+//!
+//! Unlike the reference, a batch is *packed*: the pairs' tokens are laid end to
+//! end, so the linear layers (nearly all of the work) never see a padding
+//! token and need no attention mask; attention runs per pair. This removes the
+//! padding waste of length-mixed batches and makes a pair's score independent
+//! of the batch it is in.
+
+use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
+use candle_nn::VarBuilder;
+
+use crate::config::ModelConfig;
+
+/// Most attention-score elements (heads × query rows × keys) held at once:
+/// 32 Mi elements = 128 MiB in f32. Long pairs are processed in blocks of
+/// query rows so an 8192-token pair never materializes all heads'
+/// 8192×8192 score matrices (16 × 256 MiB).
+const ATTENTION_BLOCK_ELEMENTS: usize = 32 << 20;
+
+/// Pairs laid end to end, ready for [`XlmRobertaForSequenceClassification::forward`].
+#[derive(Debug, Clone)]
+pub struct PackedBatch {
+    /// All token ids, pair after pair.
+    pub ids: Vec<u32>,
+    /// Position ids: `pad_token_id + 1 + i` within each pair.
+    pub positions: Vec<u32>,
+    /// Start of each pair in `ids`, plus the total length at the end.
+    pub offsets: Vec<usize>,
+}
+
+impl PackedBatch {
+    /// Packs pairs of token ids. Position ids follow
+    /// `create_position_ids_from_input_ids`: real tokens get `pad + 1 + index`.
+    pub fn new<S: AsRef<[u32]>>(pairs: &[S], pad_token_id: u32) -> Self {
+        let total = pairs.iter().map(|p| p.as_ref().len()).sum();
+        let mut ids = Vec::with_capacity(total);
+        let mut positions = Vec::with_capacity(total);
+        let mut offsets = Vec::with_capacity(pairs.len() + 1);
+        for p in pairs {
+            let p = p.as_ref();
+            offsets.push(ids.len());
+            ids.extend_from_slice(p);
+            positions.extend((0..p.len() as u32).map(|i| pad_token_id + 1 + i));
+        }
+        offsets.push(ids.len());
+        Self {
+            ids,
+            positions,
+            offsets,
+        }
+    }
+
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// Whether the batch holds no pair.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn pair(&self, i: usize) -> (usize, usize) {
+        (self.offsets[i], self.offsets[i + 1] - self.offsets[i])
+    }
+}
+
+/// `y = x Wᵀ + b` on 2-D activations.
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    fn load(vb: VarBuilder, in_dim: usize, out_dim: usize) -> candle_core::Result<Self> {
+        Ok(Self {
+            weight: vb.get((out_dim, in_dim), "weight")?,
+            bias: vb.get(out_dim, "bias")?,
+        })
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    fn load(vb: VarBuilder, dim: usize, eps: f64) -> candle_core::Result<Self> {
+        Ok(Self {
+            weight: vb.get(dim, "weight")?,
+            bias: vb.get(dim, "bias")?,
+            eps: eps as f32,
+        })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+}
+
+/// `roberta.embeddings`
+#[derive(Debug, Clone)]
+struct Embeddings {
+    word_embeddings: Tensor,
+    position_embeddings: Tensor,
+    /// Row 0 of `token_type_embeddings`: a cross-encoder of this family
+    /// always passes token_type_ids = 0 (type_vocab_size is 1).
+    token_type: Tensor,
+    layer_norm: LayerNorm,
+}
+
+impl Embeddings {
+    fn load(vb: VarBuilder, cfg: &ModelConfig) -> candle_core::Result<Self> {
+        let h = cfg.hidden_size;
+        let token_type = vb
+            .get((cfg.type_vocab_size, h), "token_type_embeddings.weight")?
+            .i(0)?;
+        Ok(Self {
+            word_embeddings: vb.get((cfg.vocab_size, h), "word_embeddings.weight")?,
+            position_embeddings: vb.get(
+                (cfg.max_position_embeddings, h),
+                "position_embeddings.weight",
+            )?,
+            token_type,
+            layer_norm: LayerNorm::load(vb.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
+        })
+    }
+
+    fn forward(&self, batch: &PackedBatch, device: &Device) -> candle_core::Result<Tensor> {
+        let ids = Tensor::new(batch.ids.as_slice(), device)?;
+        let pos = Tensor::new(batch.positions.as_slice(), device)?;
+        let x = self.word_embeddings.index_select(&ids, 0)?;
+        let x = (x + self.position_embeddings.index_select(&pos, 0)?)?;
+        let x = x.broadcast_add(&self.token_type)?;
+        self.layer_norm.forward(&x)
+    }
+}
+
+/// `roberta.encoder.layer.N`: post-LayerNorm attention block and feed-forward block.
+#[derive(Debug, Clone)]
+struct Layer {
+    /// `attention.self.{query,key,value}` fused into one (3H × H) projection;
+    /// the query rows are pre-multiplied by 1/√head_dim (the score scale).
+    qkv: Linear,
+    /// `attention.output.dense`
+    attention_output: Linear,
+    /// `attention.output.LayerNorm`
+    attention_norm: LayerNorm,
+    /// `intermediate.dense`
+    intermediate: Linear,
+    /// `output.dense`
+    output: Linear,
+    /// `output.LayerNorm`
+    output_norm: LayerNorm,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl Layer {
+    fn load(vb: VarBuilder, cfg: &ModelConfig) -> candle_core::Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let sa = vb.pp("attention.self");
+        let q = Linear::load(sa.pp("query"), h, h)?;
+        let k = Linear::load(sa.pp("key"), h, h)?;
+        let v = Linear::load(sa.pp("value"), h, h)?;
+        let scale = 1.0 / (cfg.head_dim() as f64).sqrt();
+        let qkv = Linear {
+            weight: Tensor::cat(&[(q.weight * scale)?, k.weight, v.weight], 0)?,
+            bias: Tensor::cat(&[(q.bias * scale)?, k.bias, v.bias], 0)?,
+        };
+        Ok(Self {
+            qkv,
+            attention_output: Linear::load(vb.pp("attention.output.dense"), h, h)?,
+            attention_norm: LayerNorm::load(
+                vb.pp("attention.output.LayerNorm"),
+                h,
+                cfg.layer_norm_eps,
+            )?,
+            intermediate: Linear::load(vb.pp("intermediate.dense"), h, i)?,
+            output: Linear::load(vb.pp("output.dense"), i, h)?,
+            output_norm: LayerNorm::load(vb.pp("output.LayerNorm"), h, cfg.layer_norm_eps)?,
+            heads: cfg.num_attention_heads,
+            head_dim: cfg.head_dim(),
+        })
+    }
+
+    /// `x`: (tokens, H). With `first_only`, only the first token of each pair
+    /// is computed (keys and values still see every token) and the result has
+    /// one row per pair: all the classification head needs from the last layer.
+    fn forward(
+        &self,
+        x: &Tensor,
+        batch: &PackedBatch,
+        first_only: bool,
+    ) -> candle_core::Result<Tensor> {
+        let qkv = self.qkv.forward(x)?;
+        let mut outs = Vec::with_capacity(batch.len());
+        for i in 0..batch.len() {
+            let (start, len) = batch.pair(i);
+            let rows = if first_only { 1 } else { len };
+            outs.push(self.attention(&qkv.narrow(0, start, len)?, rows)?);
+        }
+        let context = Tensor::cat(&outs, 0)?;
+        let residual = if first_only {
+            let firsts: Vec<u32> = batch.offsets[..batch.len()]
+                .iter()
+                .map(|&o| o as u32)
+                .collect();
+            x.index_select(&Tensor::new(firsts.as_slice(), x.device())?, 0)?
+        } else {
+            x.clone()
+        };
+        let x = self
+            .attention_norm
+            .forward(&(self.attention_output.forward(&context)? + residual)?)?;
+        let hidden = self.intermediate.forward(&x)?.gelu_erf()?; // exact erf GELU, as `ACT2FN["gelu"]`
+        self.output_norm
+            .forward(&(self.output.forward(&hidden)? + x)?)
+    }
+
+    /// Self-attention of one pair. `qkv`: (len, 3H); returns (rows, H) for the
+    /// first `rows` query positions. Softmax over all `len` keys: no mask is
+    /// needed because a packed pair has no padding.
+    fn attention(&self, qkv: &Tensor, rows: usize) -> candle_core::Result<Tensor> {
+        let len = qkv.dim(0)?;
+        let (nh, hd) = (self.heads, self.head_dim);
+        // (len, 3, heads, hd) → (3, heads, len, hd)
+        let qkv = qkv
+            .reshape((len, 3, nh, hd))?
+            .permute((1, 2, 0, 3))?
+            .contiguous()?;
+        let q = qkv.i(0)?.narrow(1, 0, rows)?;
+        let kt = qkv.i(1)?.t()?; // (heads, hd, len)
+        let v = qkv.i(2)?;
+        let block = (ATTENTION_BLOCK_ELEMENTS / (nh * len)).max(1);
+        let mut parts = Vec::with_capacity(rows.div_ceil(block));
+        let mut start = 0;
+        while start < rows {
+            let n = block.min(rows - start);
+            let scores = q.narrow(1, start, n)?.contiguous()?.matmul(&kt)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            parts.push(probs.matmul(&v)?); // (heads, n, hd)
+            start += n;
+        }
+        let context = if parts.len() == 1 {
+            parts.pop().expect("one part")
+        } else {
+            Tensor::cat(&parts, 1)?
+        };
+        context.transpose(0, 1)?.reshape((rows, nh * hd))
+    }
+}
+
+/// `classifier`: `RobertaClassificationHead` (dense → tanh → out_proj) on `<s>`.
+#[derive(Debug, Clone)]
+struct ClassificationHead {
+    dense: Linear,
+    out_proj: Linear,
+}
+
+impl ClassificationHead {
+    fn load(vb: VarBuilder, cfg: &ModelConfig) -> candle_core::Result<Self> {
+        let h = cfg.hidden_size;
+        Ok(Self {
+            dense: Linear::load(vb.pp("dense"), h, h)?,
+            out_proj: Linear::load(vb.pp("out_proj"), h, 1)?,
+        })
+    }
+}
+
+/// The whole cross-encoder.
+#[derive(Debug, Clone)]
+pub struct XlmRobertaForSequenceClassification {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    classifier: ClassificationHead,
+    pad_token_id: u32,
+    device: Device,
+    dtype: DType,
+}
+
+impl XlmRobertaForSequenceClassification {
+    /// Loads from a `VarBuilder` rooted at the checkpoint (tensors `roberta.*`, `classifier.*`).
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> candle_core::Result<Self> {
+        let roberta = vb.pp("roberta");
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|n| Layer::load(roberta.pp(format!("encoder.layer.{n}")), cfg))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self {
+            embeddings: Embeddings::load(roberta.pp("embeddings"), cfg)?,
+            layers,
+            classifier: ClassificationHead::load(vb.pp("classifier"), cfg)?,
+            pad_token_id: cfg.pad_token_id as u32,
+            device: vb.device().clone(),
+            dtype: vb.dtype(),
+        })
+    }
+
+    /// The pad token id, needed to build position ids.
+    pub fn pad_token_id(&self) -> u32 {
+        self.pad_token_id
+    }
+
+    /// The dtype the weights were loaded in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// One raw logit per pair, in batch order.
+    pub fn forward(&self, batch: &PackedBatch) -> candle_core::Result<Vec<f32>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut x = self.embeddings.forward(batch, &self.device)?;
+        let last = self.layers.len().saturating_sub(1);
+        for (n, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x, batch, n == last)?;
+        }
+        if self.layers.is_empty() {
+            let firsts: Vec<u32> = batch.offsets[..batch.len()]
+                .iter()
+                .map(|&o| o as u32)
+                .collect();
+            x = x.index_select(&Tensor::new(firsts.as_slice(), &self.device)?, 0)?;
+        }
+        // x: (pairs, H), the `<s>` rows.
+        let h = self.classifier.dense.forward(&x)?.tanh()?;
+        let logits = self.classifier.out_proj.forward(&h)?;
+        logits
+            .squeeze(D::Minus1)?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()
+    }
+}

@@ -1,0 +1,239 @@
+//! The engine against golden outputs computed by PyTorch
+//! (`tests/fixtures/generate.py`), plus invariances and error cases.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rerank::{Error, Reranker, RerankerOptions, Truncation};
+use serde::Deserialize;
+
+const TOL: f32 = 1e-4;
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny")
+}
+
+#[derive(Debug, Deserialize)]
+struct Case {
+    name: String,
+    query: String,
+    passage: String,
+    max_length: usize,
+    truncation: String,
+    query_max_length: Option<usize>,
+    /// The reference used its default (3/4 of max_length): we pass None too.
+    #[serde(default)]
+    query_max_length_is_default: Option<bool>,
+    input_ids: Vec<u32>,
+    logit: f32,
+    score: f32,
+}
+
+fn golden() -> Vec<Case> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden.json");
+    let text = std::fs::read_to_string(path).expect("golden.json");
+    let cases: Vec<Case> = serde_json::from_str(&text).expect("golden.json parses");
+    assert!(cases.len() >= 30, "too few golden cases: {}", cases.len());
+    cases
+}
+
+fn options(case: &Case) -> RerankerOptions {
+    RerankerOptions {
+        max_length: Some(case.max_length),
+        truncation: match case.truncation.as_str() {
+            "longest_first" => Truncation::LongestFirst,
+            "only_second" => Truncation::OnlySecond,
+            other => panic!("unknown truncation {other}"),
+        },
+        query_max_length: if case.query_max_length_is_default == Some(true) {
+            None
+        } else {
+            case.query_max_length
+        },
+        ..RerankerOptions::default()
+    }
+}
+
+fn key(o: &RerankerOptions) -> String {
+    format!(
+        "{:?}/{:?}/{:?}",
+        o.max_length, o.truncation, o.query_max_length
+    )
+}
+
+/// One reranker per distinct option set among the golden cases.
+fn rerankers(cases: &[Case], raw: bool) -> BTreeMap<String, Reranker> {
+    let mut map = BTreeMap::new();
+    for case in cases {
+        let mut o = options(case);
+        o.raw_scores = raw;
+        map.entry(key(&o))
+            .or_insert_with(|| Reranker::load(fixture_dir(), o).expect("tiny model loads"));
+    }
+    map
+}
+
+#[test]
+fn token_ids_equal_the_reference() {
+    let cases = golden();
+    let rr = rerankers(&cases, false);
+    for case in &cases {
+        let r = &rr[&key(&options(case))];
+        let enc = r
+            .encode_pairs(&[(case.query.as_str(), case.passage.as_str())])
+            .unwrap();
+        assert_eq!(enc[0].ids, case.input_ids, "case {}", case.name);
+        assert!(enc[0].ids.len() <= case.max_length, "case {}", case.name);
+    }
+}
+
+#[test]
+fn logits_and_scores_match_the_reference_pair_by_pair() {
+    let cases = golden();
+    let raw = rerankers(&cases, true);
+    let sig = rerankers(&cases, false);
+    let mut worst = 0f32;
+    for case in &cases {
+        let k = key(&options(case));
+        let pair = [(case.query.as_str(), case.passage.as_str())];
+        let logit = raw[&k].score(&pair).unwrap()[0];
+        let score = sig[&k].score(&pair).unwrap()[0];
+        worst = worst.max((logit - case.logit).abs());
+        assert!(
+            (logit - case.logit).abs() <= TOL,
+            "case {}: logit {logit} vs reference {}",
+            case.name,
+            case.logit
+        );
+        assert!(
+            (score - case.score).abs() <= TOL,
+            "case {}: score {score} vs reference {}",
+            case.name,
+            case.score
+        );
+    }
+    eprintln!(
+        "largest |logit - reference| over {} cases: {worst:e}",
+        cases.len()
+    );
+}
+
+#[test]
+fn the_golden_scores_are_spread_out() {
+    // Guards the fixture itself: a degenerate model would let a broken engine pass.
+    let cases = golden();
+    let min = cases.iter().map(|c| c.score).fold(f32::MAX, f32::min);
+    let max = cases.iter().map(|c| c.score).fold(f32::MIN, f32::max);
+    assert!(max - min > 0.3, "golden scores span only {min}..{max}");
+}
+
+#[test]
+fn a_pair_scores_the_same_in_any_batch_as_alone() {
+    let cases = golden();
+    // All cases with the default settings, scored together in several batchings.
+    let picked: Vec<&Case> = cases
+        .iter()
+        .filter(|c| c.truncation == "longest_first" && c.max_length == 128)
+        .collect();
+    assert!(picked.len() >= 10);
+    let pairs: Vec<(&str, &str)> = picked
+        .iter()
+        .map(|c| (c.query.as_str(), c.passage.as_str()))
+        .collect();
+    let alone = {
+        let r = Reranker::load(
+            fixture_dir(),
+            RerankerOptions {
+                max_length: Some(128),
+                batch_size: 1,
+                raw_scores: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        r.score(&pairs).unwrap()
+    };
+    for (batch_size, max_batch_tokens) in [(16, 16384), (3, 16384), (64, 200), (1000, 1 << 20)] {
+        let r = Reranker::load(
+            fixture_dir(),
+            RerankerOptions {
+                max_length: Some(128),
+                batch_size,
+                max_batch_tokens,
+                raw_scores: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let batched = r.score(&pairs).unwrap();
+        for (i, (a, b)) in alone.iter().zip(&batched).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5,
+                "pair {i} ({}): alone {a}, batched {b} (batch_size {batch_size})",
+                picked[i].name
+            );
+        }
+    }
+}
+
+#[test]
+fn rank_sorts_best_first_and_cuts_to_top_k() {
+    let r = Reranker::load(fixture_dir(), RerankerOptions::default()).unwrap();
+    let passages = [
+        "北京是中国的政治中心和首都。",
+        "The giant panda is a bear species endemic to China.",
+        "首都机场是中国最繁忙的机场之一。",
+        "",
+        "東京は日本の首都です。",
+    ];
+    let query = "中国的首都是哪里？";
+    let scores = r
+        .score(&passages.iter().map(|p| (query, *p)).collect::<Vec<_>>())
+        .unwrap();
+    let ranked = r.rank(query, &passages, None).unwrap();
+    assert_eq!(ranked.len(), passages.len());
+    for w in ranked.windows(2) {
+        assert!(w[0].score >= w[1].score);
+    }
+    for item in &ranked {
+        assert!((item.score - scores[item.index]).abs() <= 1e-6);
+    }
+    let top2 = r.rank(query, &passages, Some(2)).unwrap();
+    assert_eq!(top2, ranked[..2].to_vec());
+}
+
+#[test]
+fn empty_input_gives_empty_output() {
+    let r = Reranker::load(fixture_dir(), RerankerOptions::default()).unwrap();
+    let none: [(&str, &str); 0] = [];
+    assert!(r.score(&none).unwrap().is_empty());
+    let no_passages: [&str; 0] = [];
+    assert!(r.rank("q", &no_passages, Some(3)).unwrap().is_empty());
+}
+
+#[test]
+fn max_length_defaults_to_the_model_limit_and_more_is_an_error_stating_it() {
+    // The tiny model has 130 positions: 130 - pad(1) - 1 = 128 tokens.
+    let r = Reranker::load(fixture_dir(), RerankerOptions::default()).unwrap();
+    assert_eq!(r.truncation().max_length, 128);
+    for requested in [129, 8192] {
+        let err = Reranker::load(
+            fixture_dir(),
+            RerankerOptions {
+                max_length: Some(requested),
+                ..Default::default()
+            },
+        )
+        .err();
+        match err {
+            Some(e @ Error::MaxLengthTooLarge { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("128") && msg.contains(&requested.to_string()),
+                    "{msg}"
+                );
+            }
+            other => panic!("expected MaxLengthTooLarge, got {other:?}"),
+        }
+    }
+}
