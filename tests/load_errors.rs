@@ -95,7 +95,8 @@ fn a_missing_tensor_names_itself() {
 
 #[test]
 fn wrong_model_types_are_refused_with_what_is_supported() {
-    let cases: [(&str, fn(&mut serde_json::Value)); 3] = [
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit); 3] = [
         ("BertForMaskedLM", |v| {
             v["architectures"] = serde_json::json!(["BertForMaskedLM"]);
             v["model_type"] = serde_json::json!("bert");
