@@ -101,23 +101,26 @@ impl PairEncoder {
                 hint: "the fast tokenizer file is required; download the model again or copy tokenizer.json from its hub repository".into(),
             });
         }
-        let mut tokenizer = Tokenizer::from_file(path).map_err(|e| Error::CorruptFile {
+        let tokenizer = Tokenizer::from_file(path).map_err(|e| Error::CorruptFile {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
+        Self::from_tokenizer(tokenizer, path)
+    }
+
+    /// Wraps a tokenizer; `origin` names it in errors.
+    pub fn from_tokenizer(mut tokenizer: Tokenizer, origin: &Path) -> Result<Self> {
         // Settings saved in the file must not interfere with ours.
         tokenizer
             .with_truncation(None)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         tokenizer.with_padding(None);
         let id = |tok: &str| {
-            tokenizer
-                .token_to_id(tok)
-                .ok_or_else(|| Error::UnsupportedModel {
-                    path: path.to_path_buf(),
-                    found: format!("a tokenizer without the special token {tok}"),
-                    supported: crate::config::SUPPORTED,
-                })
+            tokenizer.token_to_id(tok).ok_or_else(|| Error::UnsupportedModel {
+                path: origin.to_path_buf(),
+                found: format!("a tokenizer without the special token {tok}"),
+                supported: crate::config::SUPPORTED,
+            })
         };
         let (bos, eos) = (id("<s>")?, id("</s>")?);
         Ok(Self {

@@ -1,0 +1,259 @@
+//! `rerank bench`: named workloads against a model directory or a synthetic
+//! random-weight model with bge-reranker-v2-m3's shapes.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use rerank::{synthetic, ModelConfig, Reranker};
+
+use super::ModelArgs;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Use random weights with bge-reranker-v2-m3's exact shapes, built in memory (no download).
+    #[arg(long)]
+    pub synthetic: bool,
+    /// With --synthetic: write the model in Hugging Face format to DIR and exit.
+    #[arg(long, value_name = "DIR")]
+    pub save: Option<PathBuf>,
+    /// Workloads to run: seed-512x10, seed-1024x20, seed-8192x5, rag-50 [default: all but seed-8192x5].
+    #[arg(long = "workload", short = 'w', value_name = "NAME")]
+    pub workloads: Vec<String>,
+    /// Timed runs per workload (the median is reported), after one warm-up run.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Skip the warm-up run.
+    #[arg(long)]
+    pub no_warmup: bool,
+    /// Write each workload's pairs as JSONL ({"query", "passage"}) into DIR, for the reference script.
+    #[arg(long, value_name = "DIR")]
+    pub dump: Option<PathBuf>,
+    /// Write results (timings and every score) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Also measure a plain f32 matmul (5120×1024 · 1024×4096) as the ceiling.
+    #[arg(long)]
+    pub ceiling: bool,
+}
+
+/// A named benchmark workload: `count` pairs whose token lengths (specials
+/// included) are drawn from `min_len..=max_len`.
+struct Workload {
+    name: &'static str,
+    count: usize,
+    min_len: usize,
+    max_len: usize,
+}
+
+const WORKLOADS: [Workload; 4] = [
+    Workload { name: "seed-512x10", count: 10, min_len: 512, max_len: 512 },
+    Workload { name: "seed-1024x20", count: 20, min_len: 1024, max_len: 1024 },
+    Workload { name: "seed-8192x5", count: 5, min_len: 8192, max_len: 8192 },
+    Workload { name: "rag-50", count: 50, min_len: 64, max_len: 512 },
+];
+
+/// Query length in tokens for every workload (a typical search query).
+const QUERY_TOKENS: usize = 16;
+
+/// Deterministic generator (splitmix64) so every run and the reference see the same pairs.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+impl Workload {
+    /// Texts of synthetic words, each one token with the synthetic tokenizer.
+    fn pairs(&self, words: usize) -> Vec<(String, String)> {
+        let mut rng = Rng(0x5EED ^ self.count as u64 ^ (self.max_len as u64) << 20);
+        let text = |n: usize, rng: &mut Rng| {
+            (0..n)
+                .map(|_| synthetic::word(rng.below(words)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        (0..self.count)
+            .map(|_| {
+                let len = self.min_len + rng.below(self.max_len - self.min_len + 1);
+                let q = text(QUERY_TOKENS, &mut rng);
+                let p = text(len - QUERY_TOKENS - rerank::tokenize::SPECIAL_TOKENS_PER_PAIR, &mut rng);
+                (q, p)
+            })
+            .collect()
+    }
+}
+
+/// Floating-point operations of one pair of `n` tokens: the linear layers
+/// (2·params per token) plus attention's two n×n products per layer.
+fn flops(cfg: &ModelConfig, n: usize) -> f64 {
+    let (h, i, l) = (cfg.hidden_size as f64, cfg.intermediate_size as f64, cfg.num_hidden_layers as f64);
+    let n = n as f64;
+    let linear = 2.0 * (4.0 * h * h + 2.0 * h * i) * l * n;
+    let attention = 4.0 * n * n * h * l;
+    linear + attention
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Peak resident set (VmHWM) in bytes, from /proc.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Resets VmHWM to the current RSS so each workload reports its own peak.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    // `ModelArgs::load` sets the thread count itself; the synthetic path must do it here.
+    if let (true, Some(n)) = (args.synthetic, args.model.threads) {
+        super::set_threads(n)?;
+    }
+    let start = Instant::now();
+    let cfg = ModelConfig::bge_reranker_v2_m3();
+    if let Some(dir) = &args.save {
+        if !args.synthetic {
+            bail!("--save writes a synthetic model: add --synthetic");
+        }
+        synthetic::save(dir, &cfg, 42)?;
+        eprintln!("wrote a random-weight bge-reranker-v2-m3 to {} in {:.1?}", dir.display(), start.elapsed());
+        return Ok(());
+    }
+    let reranker = if args.synthetic {
+        let options = args.model.options();
+        let dtype = options.dtype.unwrap_or(rerank::Dtype::F32);
+        let candle_dtype = match dtype {
+            rerank::Dtype::F32 => candle_core::DType::F32,
+            rerank::Dtype::F16 => candle_core::DType::F16,
+            rerank::Dtype::Bf16 => bail!("bf16 is not supported on CPU"),
+        };
+        let (model, encoder) = synthetic::build(&cfg, 42, candle_dtype)?;
+        Reranker::from_parts(model, encoder, cfg.clone(), options)?
+    } else {
+        args.model.load()?
+    };
+    let load_time = start.elapsed();
+    let threads = candle_core::utils::get_num_threads();
+    let cfg = reranker.config().clone();
+    println!(
+        "model: {}  dtype: {}  threads: {threads}  load: {:.2} s  batch_size: {}  max_batch_tokens: {}",
+        if args.synthetic { "synthetic bge-reranker-v2-m3 (random weights)".to_string() } else { format!("{:?}", args.model.model) },
+        reranker.dtype(),
+        load_time.as_secs_f64(),
+        reranker.options().batch_size,
+        reranker.options().max_batch_tokens,
+    );
+    if args.ceiling {
+        let gflops = matmul_ceiling()?;
+        println!("f32 matmul ceiling (5120x1024 · 1024x4096, candle/gemm): {gflops:.1} GFLOP/s");
+    }
+    let names: Vec<String> = if args.workloads.is_empty() {
+        ["seed-512x10", "seed-1024x20", "rag-50"].map(String::from).to_vec()
+    } else {
+        args.workloads.clone()
+    };
+    println!(
+        "{:<14} {:>6} {:>8} {:>10} {:>9} {:>10} {:>9} {:>10}",
+        "workload", "pairs", "tokens", "median s", "pairs/s", "tokens/s", "GFLOP/s", "peak GiB"
+    );
+    let words = synthetic::word_count(&cfg);
+    let mut results = Vec::new();
+    for name in &names {
+        let Some(w) = WORKLOADS.iter().find(|w| w.name == name) else {
+            bail!("unknown workload {name:?}; known: {}", WORKLOADS.map(|w| w.name).join(", "));
+        };
+        let pairs = w.pairs(words);
+        if let Some(dir) = &args.dump {
+            std::fs::create_dir_all(dir)?;
+            let path = dir.join(format!("{}.jsonl", w.name));
+            let lines: Vec<String> = pairs
+                .iter()
+                .map(|(q, p)| serde_json::json!({"query": q, "passage": p}).to_string())
+                .collect();
+            std::fs::write(&path, lines.join("\n") + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        let lens: Vec<usize> = reranker.encode_pairs(&pairs)?.iter().map(|e| e.ids.len()).collect();
+        let tokens: usize = lens.iter().sum();
+        let total_flops: f64 = lens.iter().map(|&n| flops(&cfg, n)).sum();
+        reset_peak_rss();
+        if !args.no_warmup {
+            reranker.score(&pairs)?;
+        }
+        let mut times = Vec::new();
+        let mut scores = Vec::new();
+        for _ in 0..args.runs.max(1) {
+            let t = Instant::now();
+            scores = reranker.score(&pairs)?;
+            times.push(t.elapsed());
+        }
+        let med = median(times.clone()).as_secs_f64();
+        let peak = peak_rss().unwrap_or(0);
+        println!(
+            "{:<14} {:>6} {:>8} {:>10.3} {:>9.2} {:>10.0} {:>9.1} {:>10.2}",
+            w.name,
+            pairs.len(),
+            tokens,
+            med,
+            pairs.len() as f64 / med,
+            tokens as f64 / med,
+            total_flops / med / 1e9,
+            gib(peak)
+        );
+        results.push(serde_json::json!({
+            "workload": w.name, "pairs": pairs.len(), "tokens": tokens,
+            "runs_s": times.iter().map(|t| t.as_secs_f64()).collect::<Vec<_>>(),
+            "median_s": med, "pairs_per_s": pairs.len() as f64 / med,
+            "tokens_per_s": tokens as f64 / med, "gflops": total_flops / med / 1e9,
+            "peak_rss_bytes": peak, "scores": scores,
+        }));
+    }
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "threads": threads, "dtype": reranker.dtype().to_string(),
+            "load_s": load_time.as_secs_f64(), "results": results,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+    }
+    Ok(())
+}
+
+/// GFLOP/s of candle's f32 matmul on the encoder's largest shape (median of 5).
+fn matmul_ceiling() -> Result<f64> {
+    use candle_core::{Device, Tensor};
+    let (m, k, n) = (5120, 1024, 4096);
+    let a = Tensor::ones((m, k), candle_core::DType::F32, &Device::Cpu)?;
+    let b = Tensor::ones((n, k), candle_core::DType::F32, &Device::Cpu)?;
+    let bt = b.t()?;
+    a.matmul(&bt)?;
+    let times: Vec<Duration> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            a.matmul(&bt).map(|_| t.elapsed())
+        })
+        .collect::<candle_core::Result<_>>()?;
+    Ok(2.0 * (m * k * n) as f64 / median(times).as_secs_f64() / 1e9)
+}
