@@ -46,6 +46,20 @@ pub enum Error {
     #[error("{0}")]
     Hub(String),
 
+    /// A model id that is not a local directory, not (completely) in the hub
+    /// cache, and could not be downloaded.
+    #[error("model {model} is not a local directory and not in the Hugging Face cache ({cache}), and {reason}. Fix: {fix}")]
+    ModelNotFound {
+        /// The model id as given.
+        model: String,
+        /// Where the cache was searched and what was missing there.
+        cache: String,
+        /// Why it was not downloaded.
+        reason: String,
+        /// What the user can do.
+        fix: String,
+    },
+
     /// A failure inside the tensor library (a bug or an exhausted resource).
     #[error("compute error: {0}")]
     Compute(#[from] candle_core::Error),

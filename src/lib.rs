@@ -26,11 +26,13 @@
 //! - [`tokenize`]: pair encoding and the truncation strategies of the reference tools.
 //! - [`model`]: the forward pass (candle), packed batches without padding.
 //! - [`engine`]: [`Reranker`]: load → score / rank; length-sorted batching; score transforms.
+//! - [`hub`]: a model id or directory → files; the Hugging Face cache; downloads.
 //! - [`error`]: the library's one error type.
 
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod hub;
 pub mod model;
 pub mod tokenize;
 

@@ -14,8 +14,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Rank passages for a query and print them best first, with score bars.
+    Rank(cli::rank::RankArgs),
     /// Score (query, passage) pairs from a JSONL file, in input order.
     Score(cli::score::ScoreArgs),
+    /// Run the two demos of the deployment guide (AI trends; China's capital).
+    Demo(cli::demo::DemoArgs),
+    /// Download a model into the Hugging Face cache (HF_HOME, HF_ENDPOINT, HF_TOKEN).
+    Download(cli::download::DownloadArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -25,7 +31,10 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Rank(args) => cli::rank::run(args),
         Command::Score(args) => cli::score::run(args),
+        Command::Demo(args) => cli::demo::run(args),
+        Command::Download(args) => cli::download::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

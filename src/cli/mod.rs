@@ -1,19 +1,30 @@
 //! Subcommands of the `rerank` binary, one file each, and the flags they share.
 
+pub mod demo;
+pub mod download;
+pub mod rank;
 pub mod score;
 
-use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use rerank::hub::{self, HubConfig, ResolvedModel};
 use rerank::{DeviceKind, Dtype, Reranker, RerankerOptions, Truncation};
 
 /// Flags of every command that loads a model; each also reads an env var.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Model")]
 pub struct ModelArgs {
-    /// Model directory (config.json, model.safetensors, tokenizer.json).
-    #[arg(long, env = "RERANK_MODEL")]
-    pub model: PathBuf,
+    /// Model: a directory with config.json, model.safetensors and tokenizer.json, or a
+    /// Hugging Face model id, looked up in the Hugging Face cache (HF_HOME) and downloaded
+    /// there when missing (HF_ENDPOINT selects a mirror, HF_TOKEN authenticates,
+    /// HF_HUB_OFFLINE=1 forbids downloads).
+    #[arg(long, env = "RERANK_MODEL", default_value = hub::DEFAULT_MODEL)]
+    pub model: String,
+    /// Hub revision (branch, tag or commit hash) when --model is a model id.
+    #[arg(long, env = "RERANK_REVISION", default_value = hub::DEFAULT_REVISION)]
+    pub revision: String,
     /// Most tokens per pair, special tokens included [default: 8192, or the model's limit if lower].
     #[arg(long, env = "RERANK_MAX_LENGTH")]
     pub max_length: Option<usize>,
@@ -35,7 +46,7 @@ pub struct ModelArgs {
     /// Query budget for only-second truncation [default: 3/4 of max-length].
     #[arg(long, env = "RERANK_QUERY_MAX_LENGTH")]
     pub query_max_length: Option<usize>,
-    /// Print raw logits instead of sigmoid scores.
+    /// Print raw logits instead of sigmoid scores (score bars then show sigmoid(logit)).
     #[arg(long, env = "RERANK_RAW")]
     pub raw: bool,
     /// Compute threads [default: all cores].
@@ -63,13 +74,84 @@ impl ModelArgs {
         }
     }
 
-    /// Sets the thread count (before any compute starts) and loads the model.
+    /// Finds the model's files: the directory given, else the Hugging Face
+    /// cache, else a download into the cache (with progress on stderr).
+    pub fn resolve(&self) -> Result<ResolvedModel> {
+        let hub = HubConfig::from_env()?;
+        let mut progress = download::Progress::new();
+        let resolved = hub::resolve(&self.model, &self.revision, &hub, &mut progress)?;
+        if resolved.source == hub::Source::Download {
+            eprintln!("downloaded {} into {}", self.model, hub.cache_dir.display());
+        }
+        Ok(resolved)
+    }
+
+    /// Sets the thread count (before any compute starts), finds the model's
+    /// files and loads it.
     pub fn load(&self) -> Result<Reranker> {
         if let Some(n) = self.threads {
             set_threads(n)?;
         }
-        Reranker::load(&self.model, self.options())
-            .with_context(|| format!("cannot load the model from {}", self.model.display()))
+        let resolved = self.resolve()?;
+        Reranker::load_files(&resolved.files, self.options())
+            .with_context(|| format!("cannot load the model {}", self.model))
+    }
+}
+
+/// Treats a closed standard output (`rerank rank … | head -1`) as a normal end.
+pub fn ignore_broken_pipe(result: Result<()>) -> Result<()> {
+    match result {
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Width of the score bars, in terminal cells.
+pub const BAR_WIDTH: usize = 20;
+
+/// A bar of `width` cells filled in proportion to `fraction` (clamped to
+/// 0..=1), in eighths of a cell.
+pub fn bar(fraction: f32, width: usize) -> String {
+    const PARTIAL: [char; 8] = [' ', '▏', '▎', '▍', '▌', '▋', '▊', '▉'];
+    let eighths = (fraction.clamp(0.0, 1.0) * (width * 8) as f32).round() as usize;
+    let mut s = "█".repeat(eighths / 8);
+    if eighths / 8 < width {
+        s.push(PARTIAL[eighths % 8]);
+        s.push_str(&" ".repeat(width - eighths / 8 - 1));
+    }
+    s
+}
+
+/// One ranked line: `[0.9213] ██████████████████▍  passage`. With raw logits
+/// the number is the logit and the bar shows sigmoid(logit).
+pub fn ranked_line(score: f32, raw: bool, text: &str) -> String {
+    let (shown, fill) = if raw {
+        (format!("{score:+.4}"), rerank::engine::sigmoid(score))
+    } else {
+        (format!("{score:.4}"), score)
+    };
+    // Keep one passage on one line.
+    let text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!("[{shown}] {} {text}", bar(fill, BAR_WIDTH))
+}
+
+/// `12.3 ms` or `4.56 s`.
+pub fn fmt_duration(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 1.0 {
+        format!("{:.1} ms", secs * 1e3)
+    } else {
+        format!("{secs:.2} s")
     }
 }
 

@@ -1,12 +1,15 @@
 //! `rerank score`: JSONL pairs in, one `{"index", "score"}` line per pair out,
 //! in input order (the CrossEncoder.predict / FlagReranker.compute_score job).
 
-use std::io::{BufWriter, Read, Write};
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde::Deserialize;
+use indicatif::{ProgressBar, ProgressStyle};
+use rerank::Reranker;
+use serde::{Deserialize, Serialize};
 
 use super::ModelArgs;
 
@@ -17,6 +20,9 @@ pub struct ScoreArgs {
     /// JSONL file with one {"query": ..., "passage": ...} per line; - for stdin.
     #[arg(long, short)]
     pub input: PathBuf,
+    /// Write the scores to this file instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -26,8 +32,24 @@ struct Pair {
     passage: String,
 }
 
+#[derive(Serialize)]
+struct Scored {
+    index: usize,
+    score: f32,
+}
+
+/// How an input path is named in messages.
+fn input_name(input: &Path) -> String {
+    if input.as_os_str() == "-" {
+        "standard input".into()
+    } else {
+        input.display().to_string()
+    }
+}
+
 /// Reads and validates every line before any scoring starts.
-pub fn read_pairs(input: &std::path::Path) -> Result<Vec<(String, String)>> {
+pub fn read_pairs(input: &Path) -> Result<Vec<(String, String)>> {
+    let name = input_name(input);
     let mut bytes = Vec::new();
     if input.as_os_str() == "-" {
         std::io::stdin()
@@ -41,15 +63,18 @@ pub fn read_pairs(input: &std::path::Path) -> Result<Vec<(String, String)>> {
     for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
         let line_no = n + 1;
         let Ok(line) = std::str::from_utf8(line) else {
-            bail!("{}: line {line_no} is not valid UTF-8", input.display());
+            bail!("{name}: line {line_no} is not valid UTF-8; convert the file to UTF-8 (e.g. iconv -f GBK -t UTF-8)");
         };
         if line.trim().is_empty() {
             continue;
         }
-        let pair: Pair = serde_json::from_str(line).with_context(|| {
-            format!(
-                "{}: line {line_no} is not {{\"query\": string, \"passage\": string}}",
-                input.display()
+        let pair: Pair = serde_json::from_str(line).map_err(|e| {
+            // serde's own position is within the line; name the file's line.
+            let msg = e.to_string();
+            let msg = msg.rsplit_once(" at line ").map_or(msg.as_str(), |(m, _)| m);
+            anyhow::anyhow!(
+                "{name}: line {line_no}, column {}: {msg}; each line must be {{\"query\": \"...\", \"passage\": \"...\"}}",
+                e.column()
             )
         })?;
         pairs.push((pair.query, pair.passage));
@@ -59,16 +84,69 @@ pub fn read_pairs(input: &std::path::Path) -> Result<Vec<(String, String)>> {
 
 pub fn run(args: &ScoreArgs) -> Result<()> {
     let pairs = read_pairs(&args.input)?;
+    // Fail on an unwritable output before the (possibly long) scoring.
+    let output = match &args.output {
+        Some(path) => Some(
+            File::create(path)
+                .with_context(|| format!("cannot create output file {}", path.display()))?,
+        ),
+        None => None,
+    };
     let reranker = args.model.load()?;
-    let scores = reranker.score(&pairs)?;
-    let mut out = BufWriter::new(std::io::stdout().lock());
-    for (index, score) in scores.iter().enumerate() {
-        serde_json::to_writer(
-            &mut out,
-            &serde_json::json!({"index": index, "score": score}),
-        )?;
+    let scores = score_with_progress(&reranker, &pairs)?;
+    match output {
+        Some(file) => write_scores(BufWriter::new(file), &scores).with_context(|| {
+            format!(
+                "cannot write output file {}",
+                args.output.as_deref().unwrap_or(Path::new("")).display()
+            )
+        }),
+        None => super::ignore_broken_pipe(
+            write_scores(BufWriter::new(std::io::stdout().lock()), &scores)
+                .context("cannot write to standard output"),
+        ),
+    }
+}
+
+fn write_scores(mut out: impl Write, scores: &[f32]) -> Result<()> {
+    for (index, &score) in scores.iter().enumerate() {
+        serde_json::to_writer(&mut out, &Scored { index, score })?;
         out.write_all(b"\n")?;
     }
     out.flush()?;
     Ok(())
+}
+
+/// Scores like [`Reranker::score`], one planned batch at a time so that a
+/// progress bar (on stderr, when it is a terminal) can follow. The batches
+/// are the engine's own plan, so the scores are the same as in one call.
+fn score_with_progress(reranker: &Reranker, pairs: &[(String, String)]) -> Result<Vec<f32>> {
+    let encoded = reranker.encode_pairs(pairs)?;
+    let bar = if std::io::stderr().is_terminal() && !pairs.is_empty() {
+        let style = ProgressStyle::with_template(
+            "scoring [{bar:30}] {pos}/{len} pairs ({elapsed} elapsed, {eta} left)",
+        )
+        .expect("valid template")
+        .progress_chars("=> ");
+        ProgressBar::new(pairs.len() as u64).with_style(style)
+    } else {
+        ProgressBar::hidden()
+    };
+    let options = reranker.options();
+    let lens: Vec<usize> = encoded.iter().map(|e| e.ids.len()).collect();
+    let mut scores = vec![0f32; pairs.len()];
+    for batch in rerank::engine::plan_batches(&lens, options.batch_size, options.max_batch_tokens) {
+        let ids: Vec<&[u32]> = batch.iter().map(|&i| encoded[i].ids.as_slice()).collect();
+        let logits = reranker.logits(&ids)?;
+        for (&i, logit) in batch.iter().zip(logits) {
+            scores[i] = if options.raw_scores {
+                logit
+            } else {
+                rerank::engine::sigmoid(logit)
+            };
+        }
+        bar.inc(batch.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(scores)
 }

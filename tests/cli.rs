@@ -1,0 +1,922 @@
+//! The `rerank` binary on the tiny fixture model: output formats, scores equal
+//! to the library's, every user mistake as a one-line error with the right exit
+//! code, and `--model` resolution (directory → Hugging Face cache → download).
+//!
+//! No test reaches beyond the loopback interface: every command runs with
+//! HF_ENDPOINT on 127.0.0.1 (a closed port, or a fake hub served by the test)
+//! and without proxy variables.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use rerank::{Reranker, RerankerOptions};
+use serde_json::Value;
+use tempfile::TempDir;
+
+const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+const MODEL_FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
+/// A loopback port nothing listens on: downloads fail at once.
+const UNREACHABLE: &str = "http://127.0.0.1:9";
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny")
+}
+
+fn fixture() -> String {
+    fixture_dir().display().to_string()
+}
+
+/// The binary with a clean environment: no RERANK_* / HF_* / proxy
+/// variables, HF_HOME in `home`, an unreachable loopback hub.
+fn rerank(home: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("rerank").unwrap();
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy().to_ascii_uppercase();
+        if k.starts_with("RERANK_")
+            || k.starts_with("HF_")
+            || k.starts_with("HUGGING")
+            || k.ends_with("_PROXY")
+            || k == "XDG_CACHE_HOME"
+        {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env("HF_HOME", home)
+        .env("HF_ENDPOINT", UNREACHABLE)
+        .env("RUST_BACKTRACE", "1");
+    cmd
+}
+
+fn library(options: RerankerOptions) -> Reranker {
+    Reranker::load(fixture_dir(), options).unwrap()
+}
+
+const QUERY: &str = "中国的首都是哪里？";
+const PASSAGES: [&str; 5] = [
+    "北京是中国的政治中心和首都。",
+    "首都机场很大。",
+    "hi",
+    "The giant panda is a bear native to China.",
+    "上海是中国的经济中心和最大的城市，有很多高楼大厦和历史建筑。",
+];
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+/// Runs and expects a runtime error: exit 1, one `error: …` line on stderr
+/// containing every `needles` string, no panic.
+fn expect_error(cmd: &mut Command, needles: &[&str]) -> String {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in: {err}");
+    }
+    err
+}
+
+/// Parses `[0.9213] ████▍   text` into (score, bar, text).
+fn parse_ranked_line(line: &str) -> (f32, String, String) {
+    let rest = line.strip_prefix('[').expect(line);
+    let (score, rest) = rest.split_once("] ").expect(line);
+    let bar: String = rest.chars().take(20).collect();
+    let text: String = rest.chars().skip(21).collect();
+    assert!(
+        bar.chars().all(|c| " ▏▎▍▌▋▊▉█".contains(c)),
+        "bar {bar:?} in {line}"
+    );
+    (score.parse().expect(line), bar, text)
+}
+
+#[test]
+fn rank_prints_sorted_lines_with_bars_then_timing() {
+    let home = TempDir::new().unwrap();
+    let out = rerank(home.path())
+        .args(["rank", "--model", &fixture(), "--query", QUERY])
+        .args(PASSAGES)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), PASSAGES.len() + 1, "{text}");
+    let expected = library(RerankerOptions::default())
+        .rank(QUERY, &PASSAGES, None)
+        .unwrap();
+    let mut prev = f32::INFINITY;
+    for (line, want) in lines.iter().zip(&expected) {
+        let (score, bar, passage) = parse_ranked_line(line);
+        assert!(score <= prev, "not sorted: {text}");
+        prev = score;
+        assert_eq!(passage, PASSAGES[want.index], "{text}");
+        assert_eq!(format!("{score:.4}"), format!("{:.4}", want.score));
+        // The bar is proportional to the score.
+        let full = bar.chars().filter(|&c| c == '█').count();
+        assert_eq!(
+            full,
+            (want.score * 20.0 * 8.0).round() as usize / 8,
+            "{line}"
+        );
+    }
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("5 passages ranked in ") && last.contains("passages/s"),
+        "{last}"
+    );
+}
+
+#[test]
+fn rank_json_shape_and_scores_equal_the_library() {
+    let home = TempDir::new().unwrap();
+    for (raw, top_k) in [(false, None), (true, None), (false, Some(2))] {
+        let mut cmd = rerank(home.path());
+        cmd.args(["rank", "--json", "--model", &fixture(), "--query", QUERY])
+            .args(PASSAGES);
+        if raw {
+            cmd.arg("--raw");
+        }
+        if let Some(k) = top_k {
+            cmd.args(["--top-k", &k.to_string()]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let items: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+        let want = library(RerankerOptions {
+            raw_scores: raw,
+            ..Default::default()
+        })
+        .rank(QUERY, &PASSAGES, top_k)
+        .unwrap();
+        assert_eq!(items.len(), want.len());
+        for (item, want) in items.iter().zip(&want) {
+            let obj = item.as_object().unwrap();
+            let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+            keys.sort();
+            assert_eq!(keys, ["index", "score", "text"]);
+            assert_eq!(obj["index"].as_u64().unwrap() as usize, want.index);
+            assert_eq!(
+                obj["score"].as_f64().unwrap() as f32,
+                want.score,
+                "raw {raw}"
+            );
+            assert_eq!(obj["text"], PASSAGES[want.index]);
+        }
+    }
+}
+
+#[test]
+fn rank_reads_a_passages_file_or_stdin() {
+    let home = TempDir::new().unwrap();
+    let json = |cmd: &mut Command| -> Value {
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+    let from_args = json(
+        rerank(home.path())
+            .args(["rank", "--json", "--model", &fixture(), "-q", QUERY])
+            .args(PASSAGES),
+    );
+    // CRLF line ends and blank lines are tolerated.
+    let file = home.path().join("passages.txt");
+    std::fs::write(&file, format!("{}\r\n\n\n", PASSAGES.join("\r\n"))).unwrap();
+    let from_file = json(
+        rerank(home.path())
+            .args(["rank", "--json", "--model", &fixture(), "-q", QUERY])
+            .arg("--passages")
+            .arg(&file),
+    );
+    let from_stdin = json(
+        rerank(home.path())
+            .args(["rank", "--json", "--model", &fixture(), "-q", QUERY])
+            .write_stdin(PASSAGES.join("\n")),
+    );
+    assert_eq!(from_args, from_file);
+    assert_eq!(from_args, from_stdin);
+}
+
+#[test]
+fn rank_raw_shows_logits_with_sigmoid_bars() {
+    let home = TempDir::new().unwrap();
+    let out = rerank(home.path())
+        .args(["rank", "--raw", "--model", &fixture(), "-q", QUERY])
+        .args(PASSAGES)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let want = library(RerankerOptions {
+        raw_scores: true,
+        ..Default::default()
+    })
+    .rank(QUERY, &PASSAGES, None)
+    .unwrap();
+    for (line, want) in stdout(&out).lines().zip(&want) {
+        let (score, bar, _) = parse_ranked_line(line);
+        assert!(line.starts_with("[+") || line.starts_with("[-"), "{line}");
+        assert_eq!(format!("{score:+.4}"), format!("{:+.4}", want.score));
+        let sig = rerank::engine::sigmoid(want.score);
+        let full = bar.chars().filter(|&c| c == '█').count();
+        assert_eq!(full, (sig * 160.0).round() as usize / 8, "{line}");
+    }
+}
+
+fn pairs_jsonl() -> (Vec<(String, String)>, String) {
+    let mut pairs = Vec::new();
+    for (i, p) in PASSAGES.iter().enumerate() {
+        pairs.push((QUERY.to_string(), p.to_string()));
+        // Long passages that are truncated, in several batches.
+        pairs.push(("what is panda?".to_string(), p.repeat(3 + 10 * i)));
+    }
+    let jsonl: String = pairs
+        .iter()
+        .map(|(q, p)| serde_json::json!({"query": q, "passage": p}).to_string() + "\n")
+        .collect();
+    (pairs, jsonl)
+}
+
+#[test]
+fn score_keeps_input_order_and_equals_the_library() {
+    let home = TempDir::new().unwrap();
+    let (pairs, jsonl) = pairs_jsonl();
+    for batch in ["16", "3"] {
+        let out = rerank(home.path())
+            .args(["score", "--model", &fixture(), "--input", "-"])
+            .args(["--batch-size", batch])
+            .write_stdin(jsonl.clone())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let want = library(RerankerOptions {
+            batch_size: batch.parse().unwrap(),
+            ..Default::default()
+        })
+        .score(&pairs)
+        .unwrap();
+        let text = stdout(&out);
+        assert_eq!(text.lines().count(), pairs.len());
+        for (i, line) in text.lines().enumerate() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["index"].as_u64(), Some(i as u64), "{line}");
+            assert_eq!(v["score"].as_f64().unwrap() as f32, want[i], "{line}");
+            assert_eq!(v.as_object().unwrap().len(), 2);
+        }
+    }
+}
+
+#[test]
+fn score_writes_the_output_file() {
+    let home = TempDir::new().unwrap();
+    let (_, jsonl) = pairs_jsonl();
+    let input = home.path().join("pairs.jsonl");
+    let output = home.path().join("scores.jsonl");
+    std::fs::write(&input, &jsonl).unwrap();
+    let to_stdout = rerank(home.path())
+        .args(["score", "--model", &fixture(), "-i"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    rerank(home.path())
+        .args(["score", "--model", &fixture(), "-i"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .assert()
+        .success()
+        .stdout("");
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        stdout(&to_stdout)
+    );
+}
+
+#[test]
+fn demo_prints_both_ranked_lists_and_the_verdicts() {
+    let home = TempDir::new().unwrap();
+    let out = rerank(home.path())
+        .args(["demo", "--model", &fixture()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    for needle in [
+        "demo 1: query 人工智能的发展趋势",
+        "demo 2: query 中国的首都是哪里？",
+        "3 passages ranked in ",
+        "5 passages ranked in ",
+        "passages sharing only the keyword 首都 ranked below it: ",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in {text}");
+    }
+    assert_eq!(text.matches("expected passage ranked first: ").count(), 2);
+    let ranked = text.lines().filter(|l| l.starts_with('[')).count();
+    assert_eq!(ranked, 8, "{text}");
+    // --check fails exactly when a demo's expected passage is not first.
+    let all_passed = text.contains("expected passage first in 2 of 2 demos");
+    let check = rerank(home.path())
+        .args(["demo", "--check", "--model", &fixture()])
+        .output()
+        .unwrap();
+    assert_eq!(check.status.success(), all_passed);
+}
+
+// ---------------------------------------------------------------- errors
+
+#[test]
+fn missing_model_directory_and_files() {
+    let home = TempDir::new().unwrap();
+    expect_error(
+        rerank(home.path()).args(["rank", "--model", "/nonexistent/model", "-q", "q", "p"]),
+        &["/nonexistent/model", "not found", "config.json"],
+    );
+    let dir = TempDir::new().unwrap();
+    for f in MODEL_FILES {
+        std::fs::copy(fixture_dir().join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
+    expect_error(
+        rerank(home.path())
+            .args(["rank", "-q", "q", "p", "--model"])
+            .arg(dir.path()),
+        &["tokenizer.json not found"],
+    );
+}
+
+#[test]
+fn bad_json_names_the_line() {
+    let home = TempDir::new().unwrap();
+    let input = home.path().join("pairs.jsonl");
+    std::fs::write(
+        &input,
+        "{\"query\": \"a\", \"passage\": \"b\"}\n\n{\"query\": \"a\", \"passage\": }\n",
+    )
+    .unwrap();
+    expect_error(
+        rerank(home.path())
+            .args(["score", "--model", &fixture(), "-i"])
+            .arg(&input),
+        &["pairs.jsonl: line 3", "\"query\""],
+    );
+    expect_error(
+        rerank(home.path())
+            .args(["score", "--model", &fixture(), "-i", "-"])
+            .write_stdin("{\"query\": \"a\"}\n"),
+        &["standard input: line 1", "missing field `passage`"],
+    );
+}
+
+#[test]
+fn a_missing_input_file_is_named() {
+    let home = TempDir::new().unwrap();
+    expect_error(
+        rerank(home.path()).args(["score", "--model", &fixture(), "-i", "/no/such/pairs.jsonl"]),
+        &["/no/such/pairs.jsonl", "cannot read"],
+    );
+    expect_error(
+        rerank(home.path()).args([
+            "rank",
+            "--model",
+            &fixture(),
+            "-q",
+            "q",
+            "-p",
+            "/no/such/p.txt",
+        ]),
+        &["/no/such/p.txt", "cannot read"],
+    );
+}
+
+#[test]
+fn non_utf8_input_names_the_line() {
+    let home = TempDir::new().unwrap();
+    let mut bytes = b"{\"query\": \"a\", \"passage\": \"b\"}\n{\"query\": \"".to_vec();
+    bytes.extend_from_slice(&[0xd6, 0xd0, 0xce, 0xc4]); // "中文" in GBK
+    bytes.extend_from_slice(b"\", \"passage\": \"b\"}\n");
+    expect_error(
+        rerank(home.path())
+            .args(["score", "--model", &fixture(), "-i", "-"])
+            .write_stdin(bytes.clone()),
+        &["line 2 is not valid UTF-8"],
+    );
+    expect_error(
+        rerank(home.path())
+            .args(["rank", "--model", &fixture(), "-q", "q"])
+            .write_stdin(b"fine\n\xff\xfe\n".to_vec()),
+        &["standard input: line 2 is not valid UTF-8"],
+    );
+}
+
+#[test]
+fn max_length_above_the_model_limit_states_the_limit() {
+    let home = TempDir::new().unwrap();
+    expect_error(
+        rerank(home.path()).args([
+            "rank",
+            "--model",
+            &fixture(),
+            "--max-length",
+            "200",
+            "-q",
+            "q",
+            "p",
+        ]),
+        &["max_length 200", "limit of 128", "--max-length 128"],
+    );
+    // The env var is read the same way.
+    expect_error(
+        rerank(home.path()).env("RERANK_MAX_LENGTH", "129").args([
+            "rank",
+            "--model",
+            &fixture(),
+            "-q",
+            "q",
+            "p",
+        ]),
+        &["limit of 128"],
+    );
+}
+
+#[test]
+fn an_empty_passage_list_is_refused() {
+    let home = TempDir::new().unwrap();
+    expect_error(
+        rerank(home.path())
+            .args(["rank", "--model", &fixture(), "-q", "q"])
+            .write_stdin("\n  \n"),
+        &["no passages to rank", "--passages FILE"],
+    );
+    let empty = home.path().join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    expect_error(
+        rerank(home.path())
+            .args(["rank", "--model", &fixture(), "-q", "q", "-p"])
+            .arg(&empty),
+        &["no passages to rank"],
+    );
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_without_the_feature_says_how_to_get_it() {
+    let home = TempDir::new().unwrap();
+    expect_error(
+        rerank(home.path()).args([
+            "rank",
+            "--model",
+            &fixture(),
+            "--device",
+            "cuda",
+            "-q",
+            "q",
+            "p",
+        ]),
+        &["no CUDA support", "--features cuda"],
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let home = TempDir::new().unwrap();
+    for args in [
+        vec!["rank", "p"],                                 // no --query
+        vec!["rank", "-q", "q", "--top-k", "0", "p"],      // k < 1
+        vec!["rank", "-q", "q", "--truncation", "middle"], // unknown strategy
+        vec!["rank", "-q", "q", "--dtype", "int4"],        // unknown dtype
+        vec!["rank", "-q", "q", "-p", "f.txt", "p"],       // both sources
+        vec!["score"],                                     // no --input
+        vec!["frobnicate"],                                // no such command
+    ] {
+        rerank(home.path())
+            .args(&args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("error:"))
+            .stderr(predicate::str::contains("panicked").not());
+    }
+}
+
+// ------------------------------------------------------- model resolution
+
+/// Lays out `models--test--tiny` in `HF_HOME/hub` as huggingface_hub does:
+/// blobs, a snapshot of links to them, and `refs/main`.
+fn cache_tiny(hf_home: &Path, files: &[&str]) -> PathBuf {
+    let repo = hf_home.join("hub/models--test--tiny");
+    let snapshot = repo.join("snapshots").join(SHA);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    for f in files {
+        let blob = repo.join("blobs").join(format!("blob-{f}"));
+        std::fs::copy(fixture_dir().join(f), &blob).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(
+            Path::new("../../blobs").join(format!("blob-{f}")),
+            snapshot.join(f),
+        )
+        .unwrap();
+        #[cfg(not(unix))]
+        std::fs::copy(&blob, snapshot.join(f)).unwrap();
+    }
+    std::fs::write(repo.join("refs/main"), SHA).unwrap();
+    snapshot
+}
+
+/// `rerank rank --json` with `model_args`, parsed.
+fn rank_json(cmd: &mut Command, model_args: &[&str]) -> Value {
+    let out = cmd
+        .args(["rank", "--json", "-q", QUERY])
+        .args(model_args)
+        .args(PASSAGES)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
+#[test]
+fn a_model_id_is_found_in_the_hf_cache() {
+    let home = TempDir::new().unwrap();
+    cache_tiny(home.path(), &MODEL_FILES);
+    let reference = rank_json(&mut rerank(home.path()), &["--model", &fixture()]);
+    // By --model, by RERANK_MODEL, offline or not (the hub is unreachable).
+    assert_eq!(
+        rank_json(&mut rerank(home.path()), &["--model", "test/tiny"]),
+        reference
+    );
+    assert_eq!(
+        rank_json(
+            rerank(home.path())
+                .env("RERANK_MODEL", "test/tiny")
+                .env("HF_HUB_OFFLINE", "1"),
+            &[]
+        ),
+        reference
+    );
+    // A commit hash as --revision finds its snapshot without a ref.
+    assert_eq!(
+        rank_json(
+            rerank(home.path()).env("HF_HUB_OFFLINE", "1"),
+            &["--model", "test/tiny", "--revision", SHA]
+        ),
+        reference
+    );
+    // HF_HUB_CACHE takes precedence over HF_HOME.
+    let other = TempDir::new().unwrap();
+    assert_eq!(
+        rank_json(
+            rerank(other.path())
+                .env("HF_HUB_CACHE", home.path().join("hub"))
+                .env("HF_HUB_OFFLINE", "1"),
+            &["--model", "test/tiny"]
+        ),
+        reference
+    );
+}
+
+#[test]
+fn a_local_directory_wins_over_the_cache() {
+    let home = TempDir::new().unwrap();
+    cache_tiny(home.path(), &MODEL_FILES);
+    // ./test/tiny exists (without a tokenizer): it is used, not the cache.
+    let cwd = TempDir::new().unwrap();
+    let local = cwd.path().join("test/tiny");
+    std::fs::create_dir_all(&local).unwrap();
+    std::fs::copy(fixture_dir().join("config.json"), local.join("config.json")).unwrap();
+    expect_error(
+        rerank(home.path()).current_dir(cwd.path()).args([
+            "rank",
+            "--model",
+            "test/tiny",
+            "-q",
+            "q",
+            "p",
+        ]),
+        &["test/tiny/tokenizer.json not found"],
+    );
+}
+
+#[test]
+fn offline_without_the_model_says_where_it_looked_and_what_to_do() {
+    let home = TempDir::new().unwrap();
+    let err = expect_error(
+        rerank(home.path())
+            .env("HF_HUB_OFFLINE", "1")
+            .args(["rank", "-q", "q", "p"]),
+        &[
+            "BAAI/bge-reranker-v2-m3",
+            "models--BAAI--bge-reranker-v2-m3",
+            "HF_HUB_OFFLINE",
+            "--model DIR",
+        ],
+    );
+    assert!(
+        err.contains(&home.path().join("hub").display().to_string()),
+        "{err}"
+    );
+    // An incomplete snapshot names the missing file.
+    cache_tiny(home.path(), &["config.json", "tokenizer.json"]);
+    expect_error(
+        rerank(home.path()).env("HF_HUB_OFFLINE", "1").args([
+            "rank",
+            "--model",
+            "test/tiny",
+            "-q",
+            "q",
+            "p",
+        ]),
+        &[SHA, "model.safetensors missing", "--model DIR"],
+    );
+}
+
+#[test]
+fn an_unreachable_hub_says_where_it_looked_and_what_to_do() {
+    let home = TempDir::new().unwrap();
+    expect_error(
+        rerank(home.path()).args(["rank", "--model", "test/absent", "-q", "q", "p"]),
+        &[
+            "model test/absent",
+            "models--test--absent: not there",
+            UNREACHABLE,
+            "--model DIR",
+            "HF_ENDPOINT",
+        ],
+    );
+    // `download` says what it is doing first, then fails the same way.
+    rerank(home.path())
+        .args(["download", "test/absent"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "\nerror: cannot download test/absent (revision main)",
+        ))
+        .stderr(predicate::str::contains(UNREACHABLE))
+        .stderr(predicate::str::contains("HF_ENDPOINT"))
+        .stderr(predicate::str::contains("panicked").not());
+    expect_error(
+        rerank(home.path())
+            .env("HF_HUB_OFFLINE", "1")
+            .args(["download", "test/absent"]),
+        &["HF_HUB_OFFLINE"],
+    );
+}
+
+// ------------------------------------------------ downloads from a fake hub
+
+#[derive(Debug, Clone)]
+struct Logged {
+    path: String,
+    headers: HashMap<String, String>,
+}
+
+/// A minimal Hugging Face hub on 127.0.0.1 serving `test/tiny` at `main`
+/// (commit SHA): the repo info API and `resolve` with Range requests.
+struct FakeHub {
+    url: String,
+    log: Arc<Mutex<Vec<Logged>>>,
+}
+
+impl FakeHub {
+    fn start(files: Vec<(&'static str, Vec<u8>)>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let served = log.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                serve(stream, &files, &served);
+            }
+        });
+        Self { url, log }
+    }
+
+    fn requests(&self) -> Vec<Logged> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+fn serve(mut stream: TcpStream, files: &[(&'static str, Vec<u8>)], log: &Mutex<Vec<Logged>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut first = String::new();
+    if reader.read_line(&mut first).is_err() {
+        return;
+    }
+    let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut headers = HashMap::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    log.lock().unwrap().push(Logged {
+        path: path.clone(),
+        headers: headers.clone(),
+    });
+    let respond = |stream: &mut TcpStream, status: &str, extra: &[String], body: &[u8]| {
+        let mut head = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
+        for h in extra {
+            head.push_str(h);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        let _ = stream.write_all(head.as_bytes());
+        let _ = stream.write_all(body);
+        let _ = stream.flush();
+    };
+    if path == "/api/models/test/tiny/revision/main" {
+        let siblings: Vec<Value> = files
+            .iter()
+            .map(|(name, _)| serde_json::json!({ "rfilename": name }))
+            .collect();
+        let body = serde_json::json!({"sha": SHA, "siblings": siblings}).to_string();
+        respond(&mut stream, "200 OK", &[], body.as_bytes());
+        return;
+    }
+    let file = path
+        .strip_prefix("/test/tiny/resolve/main/")
+        .and_then(|name| files.iter().find(|(n, _)| *n == name));
+    let Some((name, bytes)) = file else {
+        respond(&mut stream, "404 Not Found", &[], b"Entry not found");
+        return;
+    };
+    let size = bytes.len();
+    let (start, end) = headers
+        .get("range")
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.split_once('-'))
+        .map(|(a, b)| {
+            let a: usize = a.parse().unwrap();
+            let b: usize = if b.is_empty() {
+                size - 1
+            } else {
+                b.parse().unwrap()
+            };
+            (a, b.min(size - 1))
+        })
+        .unwrap_or((0, size - 1));
+    let extra = [
+        format!("Content-Range: bytes {start}-{end}/{size}"),
+        format!("X-Repo-Commit: {SHA}"),
+        format!("ETag: \"etag-{}\"", name.replace('.', "-")),
+    ];
+    respond(
+        &mut stream,
+        "206 Partial Content",
+        &extra,
+        &bytes[start..=end],
+    );
+}
+
+fn tiny_files() -> Vec<(&'static str, Vec<u8>)> {
+    MODEL_FILES
+        .iter()
+        .map(|f| (*f, std::fs::read(fixture_dir().join(f)).unwrap()))
+        .chain([("tokenizer_config.json", b"{}".to_vec())])
+        .collect()
+}
+
+#[test]
+fn download_fills_the_standard_cache_and_is_reused() {
+    let hub = FakeHub::start(tiny_files());
+    let home = TempDir::new().unwrap();
+    let out = rerank(home.path())
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_TOKEN", "hf_test_token")
+        .args(["download", "test/tiny"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let snapshot = home
+        .path()
+        .join("hub/models--test--tiny/snapshots")
+        .join(SHA);
+    assert_eq!(stdout(&out).trim(), snapshot.display().to_string());
+    for f in MODEL_FILES {
+        assert_eq!(
+            std::fs::read(snapshot.join(f)).unwrap(),
+            std::fs::read(fixture_dir().join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(home.path().join("hub/models--test--tiny/refs/main")).unwrap(),
+        SHA
+    );
+    // Only the needed files; the token is sent.
+    let requests = hub.requests();
+    assert!(requests
+        .iter()
+        .all(|r| !r.path.contains("tokenizer_config")));
+    assert!(requests.iter().all(
+        |r| r.headers.get("authorization").map(String::as_str) == Some("Bearer hf_test_token")
+    ));
+    // The cached model is used offline, and a second download fetches nothing.
+    let reference = rank_json(&mut rerank(home.path()), &["--model", &fixture()]);
+    assert_eq!(
+        rank_json(
+            rerank(home.path()).env("HF_HUB_OFFLINE", "1"),
+            &["--model", "test/tiny"]
+        ),
+        reference
+    );
+    let before = hub.requests().len();
+    rerank(home.path())
+        .env("HF_ENDPOINT", &hub.url)
+        .args(["download", "test/tiny"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("already in the cache"));
+    let fetched: Vec<String> = hub.requests()[before..]
+        .iter()
+        .map(|r| r.path.clone())
+        .filter(|p| p.contains("/resolve/"))
+        .collect();
+    assert!(fetched.is_empty(), "{fetched:?}");
+}
+
+#[test]
+fn a_model_id_not_in_the_cache_is_downloaded_then_used() {
+    let hub = FakeHub::start(tiny_files());
+    let home = TempDir::new().unwrap();
+    let reference = rank_json(&mut rerank(home.path()), &["--model", &fixture()]);
+    assert_eq!(
+        rank_json(
+            rerank(home.path()).env("HF_ENDPOINT", &hub.url),
+            &["--model", "test/tiny"]
+        ),
+        reference
+    );
+    assert!(home
+        .path()
+        .join("hub/models--test--tiny/snapshots")
+        .join(SHA)
+        .join("model.safetensors")
+        .exists());
+}
+
+#[test]
+fn download_falls_back_to_pytorch_weights() {
+    let files = vec![
+        (
+            "config.json",
+            std::fs::read(fixture_dir().join("config.json")).unwrap(),
+        ),
+        (
+            "tokenizer.json",
+            std::fs::read(fixture_dir().join("tokenizer.json")).unwrap(),
+        ),
+        ("pytorch_model.bin", b"not really a checkpoint".to_vec()),
+    ];
+    let hub = FakeHub::start(files);
+    let home = TempDir::new().unwrap();
+    rerank(home.path())
+        .env("HF_ENDPOINT", &hub.url)
+        .args(["download", "test/tiny"])
+        .assert()
+        .success();
+    let snapshot = home
+        .path()
+        .join("hub/models--test--tiny/snapshots")
+        .join(SHA);
+    assert!(snapshot.join("pytorch_model.bin").exists());
+    assert!(hub
+        .requests()
+        .iter()
+        .all(|r| !r.path.contains("model.safetensors")));
+}
+
+#[test]
+fn a_model_the_hub_does_not_have_is_reported() {
+    let hub = FakeHub::start(tiny_files());
+    let home = TempDir::new().unwrap();
+    expect_error(
+        rerank(home.path()).env("HF_ENDPOINT", &hub.url).args([
+            "rank",
+            "--model",
+            "test/other",
+            "-q",
+            "q",
+            "p",
+        ]),
+        &["model test/other", "HTTP 404", "check the model id"],
+    );
+}
