@@ -28,12 +28,17 @@
 //! - [`engine`]: [`Reranker`]: load → score / rank; length-sorted batching; score transforms.
 //! - [`hub`]: a model id or directory → files; the Hugging Face cache; downloads.
 //! - [`error`]: the library's one error type.
+//! - [`scheduler`]: cross-request batching queue under a padded-token budget; the model thread.
+//! - `server` (cargo feature `server`, on by default): the HTTP service; routes, request/response types, errors → status codes, metrics.
 
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod hub;
 pub mod model;
+pub mod scheduler;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod tokenize;
 
 pub use config::ModelConfig;

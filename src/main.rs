@@ -22,6 +22,9 @@ enum Command {
     Demo(cli::demo::DemoArgs),
     /// Download a model into the Hugging Face cache (HF_HOME, HF_ENDPOINT, HF_TOKEN).
     Download(cli::download::DownloadArgs),
+    /// Serve the rerank HTTP APIs (text-embeddings-inference /rerank, Cohere/Jina /v1/rerank).
+    #[cfg(feature = "server")]
+    Serve(cli::serve::ServeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +38,8 @@ fn main() -> std::process::ExitCode {
         Command::Score(args) => cli::score::run(args),
         Command::Demo(args) => cli::demo::run(args),
         Command::Download(args) => cli::download::run(args),
+        #[cfg(feature = "server")]
+        Command::Serve(args) => cli::serve::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

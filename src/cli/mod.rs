@@ -4,6 +4,8 @@ pub mod demo;
 pub mod download;
 pub mod rank;
 pub mod score;
+#[cfg(feature = "server")]
+pub mod serve;
 
 use std::time::Duration;
 

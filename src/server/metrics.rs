@@ -1,0 +1,175 @@
+//! Prometheus metrics (the `prometheus` crate, text format on `GET /metrics`).
+//! Requests are counted by one middleware; the model thread reports batches
+//! through the scheduler's observer.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::scheduler::{BatchReport, Scheduler};
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub request_pairs: Histogram,
+    pub queue_size: IntGauge,
+    pub reserved_pairs: IntGauge,
+    pub batch_pairs: Histogram,
+    pub batch_tokens: Histogram,
+    pub batch_padded_tokens: Histogram,
+    pub batch_failures: IntCounter,
+    pub tokenization_seconds: Histogram,
+    pub queue_seconds: Histogram,
+    pub inference_seconds: Histogram,
+}
+
+const TIME_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+fn counts(max: f64) -> Vec<f64> {
+    let mut b = vec![1.0];
+    while *b.last().expect("non-empty") < max {
+        let next = b.last().expect("non-empty") * 2.0;
+        b.push(next);
+    }
+    b
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let time = |name: &str, help: &str| {
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(TIME_BUCKETS.to_vec()))
+                .expect("valid histogram")
+        };
+        let count = |name: &str, help: &str, max: f64| {
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(counts(max)))
+                .expect("valid histogram")
+        };
+        let m = Self {
+            requests: IntCounterVec::new(
+                Opts::new("rerank_requests_total", "HTTP requests by route and status"),
+                &["route", "status"],
+            )
+            .expect("valid counter"),
+            request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "rerank_request_duration_seconds",
+                    "HTTP request time, by route",
+                )
+                .buckets(TIME_BUCKETS.to_vec()),
+                &["route"],
+            )
+            .expect("valid histogram"),
+            request_pairs: count(
+                "rerank_request_pairs",
+                "Pairs (documents) per rerank request",
+                4096.0,
+            ),
+            queue_size: IntGauge::new("rerank_queue_size", "Pairs waiting for a forward pass")
+                .expect("valid gauge"),
+            reserved_pairs: IntGauge::new(
+                "rerank_reserved_pairs",
+                "Pairs admitted and not yet answered (tokenizing, queued or computing)",
+            )
+            .expect("valid gauge"),
+            batch_pairs: count("rerank_batch_pairs", "Pairs per forward pass", 1024.0),
+            batch_tokens: count(
+                "rerank_batch_tokens",
+                "Real tokens per forward pass",
+                65536.0,
+            ),
+            batch_padded_tokens: count(
+                "rerank_batch_padded_tokens",
+                "Padded tokens (pairs x longest) per forward pass",
+                65536.0,
+            ),
+            batch_failures: IntCounter::new(
+                "rerank_batch_failures_total",
+                "Forward passes that failed or panicked",
+            )
+            .expect("valid counter"),
+            tokenization_seconds: time(
+                "rerank_tokenization_duration_seconds",
+                "Tokenization time per request",
+            ),
+            queue_seconds: time(
+                "rerank_queue_duration_seconds",
+                "Time from queueing to the first forward pass, per request",
+            ),
+            inference_seconds: time(
+                "rerank_inference_duration_seconds",
+                "Time of one forward pass",
+            ),
+            registry,
+        };
+        let r = &m.registry;
+        r.register(Box::new(m.requests.clone())).expect("unique");
+        r.register(Box::new(m.request_duration.clone()))
+            .expect("unique");
+        r.register(Box::new(m.request_pairs.clone()))
+            .expect("unique");
+        r.register(Box::new(m.queue_size.clone())).expect("unique");
+        r.register(Box::new(m.reserved_pairs.clone()))
+            .expect("unique");
+        r.register(Box::new(m.batch_pairs.clone())).expect("unique");
+        r.register(Box::new(m.batch_tokens.clone()))
+            .expect("unique");
+        r.register(Box::new(m.batch_padded_tokens.clone()))
+            .expect("unique");
+        r.register(Box::new(m.batch_failures.clone()))
+            .expect("unique");
+        r.register(Box::new(m.tokenization_seconds.clone()))
+            .expect("unique");
+        r.register(Box::new(m.queue_seconds.clone()))
+            .expect("unique");
+        r.register(Box::new(m.inference_seconds.clone()))
+            .expect("unique");
+        m
+    }
+
+    /// Records one forward pass (called on the model thread).
+    pub fn observe_batch(&self, b: &BatchReport) {
+        self.batch_pairs.observe(b.pairs as f64);
+        self.batch_tokens.observe(b.tokens as f64);
+        self.batch_padded_tokens.observe(b.padded_tokens as f64);
+        self.inference_seconds.observe(b.duration.as_secs_f64());
+        if !b.ok {
+            self.batch_failures.inc();
+        }
+    }
+
+    /// Records one answered HTTP request.
+    pub fn observe_request(&self, route: &str, status: u16, elapsed: Duration) {
+        self.requests
+            .with_label_values(&[route, &status.to_string()])
+            .inc();
+        self.request_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition, with the queue gauges read now.
+    pub fn render(&self, scheduler: &Scheduler) -> String {
+        self.queue_size.set(scheduler.queue_size() as i64);
+        self.reserved_pairs.set(scheduler.reserved() as i64);
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding of valid metrics");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,183 @@
+//! The OpenAPI 3.0 description served on `GET /openapi.json`, written by hand
+//! next to the types in [`super::api`] (a test checks that every route of the
+//! router is in it).
+
+use serde_json::{json, Value};
+
+fn error_responses(codes: &[(&str, &str)]) -> serde_json::Map<String, Value> {
+    codes
+        .iter()
+        .map(|(code, why)| {
+            (
+                code.to_string(),
+                json!({
+                    "description": why,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+                }),
+            )
+        })
+        .collect()
+}
+
+fn rerank_responses(ok: Value) -> Value {
+    let mut r = error_responses(&[
+        ("400", "malformed JSON, wrong types, not UTF-8, or no texts"),
+        ("401", "missing or wrong API key (when the server has one)"),
+        ("413", "body over the payload limit"),
+        (
+            "422",
+            "too many documents, or a pair over the length limit with truncation off",
+        ),
+        (
+            "429",
+            "overloaded; retry after the Retry-After header's seconds",
+        ),
+        ("500", "the forward pass failed"),
+        ("503", "shutting down"),
+    ]);
+    r.insert("200".into(), ok);
+    Value::Object(r)
+}
+
+/// The whole document.
+pub fn spec() -> Value {
+    let timing = json!({
+        "x-compute-type": {"schema": {"type": "string"}, "description": "device"},
+        "x-compute-time": {"schema": {"type": "integer"}, "description": "tokenization + queue + inference, ms"},
+        "x-compute-characters": {"schema": {"type": "integer"}},
+        "x-compute-tokens": {"schema": {"type": "integer"}},
+        "x-total-time": {"schema": {"type": "integer"}, "description": "ms"},
+        "x-tokenization-time": {"schema": {"type": "integer"}, "description": "ms"},
+        "x-queue-time": {"schema": {"type": "integer"}, "description": "ms"},
+        "x-inference-time": {"schema": {"type": "integer"}, "description": "ms"}
+    });
+    let cohere = json!({
+        "summary": "Rerank documents (Cohere / Jina schema)",
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CohereRequest"}}}},
+        "responses": rerank_responses(json!({
+            "description": "results sorted by relevance_score, best first, cut to top_n",
+            "headers": timing.clone(),
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CohereResponse"}}}
+        }))
+    });
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "rerank",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Cross-encoder reranking (BAAI/bge-reranker-v2-m3 family). Every error is {\"error\", \"error_type\"}."
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object", "required": ["error", "error_type"],
+                    "properties": {
+                        "error": {"type": "string"},
+                        "error_type": {"type": "string", "enum": ["bad_request", "empty", "unauthorized", "not_found", "method_not_allowed", "payload_too_large", "validation", "tokenizer", "overloaded", "backend", "unhealthy"]}
+                    }
+                },
+                "TeiRequest": {
+                    "type": "object", "required": ["query", "texts"],
+                    "properties": {
+                        "query": {"type": "string"},
+                        "texts": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                        "truncate": {"type": "boolean", "nullable": true, "description": "cut over-long pairs; default: the server's --auto-truncate (on). false: an over-long pair is a 422"},
+                        "truncation_direction": {"type": "string", "enum": ["Left", "Right", "left", "right"], "nullable": true, "default": "Right"},
+                        "raw_scores": {"type": "boolean", "nullable": true, "description": "raw logits instead of sigmoid scores", "default": false},
+                        "return_text": {"type": "boolean", "nullable": true, "default": false}
+                    }
+                },
+                "TeiRank": {
+                    "type": "object", "required": ["index", "score"],
+                    "properties": {
+                        "index": {"type": "integer", "minimum": 0},
+                        "score": {"type": "number"},
+                        "text": {"type": "string"}
+                    }
+                },
+                "CohereRequest": {
+                    "type": "object", "required": ["query", "documents"],
+                    "properties": {
+                        "model": {"type": "string", "nullable": true, "description": "ignored: the served model answers"},
+                        "query": {"type": "string"},
+                        "documents": {"type": "array", "minItems": 1, "items": {"oneOf": [
+                            {"type": "string"},
+                            {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}
+                        ]}},
+                        "top_n": {"type": "integer", "minimum": 1, "nullable": true},
+                        "return_documents": {"type": "boolean", "nullable": true, "default": false}
+                    }
+                },
+                "CohereResponse": {
+                    "type": "object", "required": ["id", "model", "results", "usage"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "model": {"type": "string"},
+                        "results": {"type": "array", "items": {
+                            "type": "object", "required": ["index", "relevance_score"],
+                            "properties": {
+                                "index": {"type": "integer", "minimum": 0},
+                                "relevance_score": {"type": "number", "minimum": 0, "maximum": 1},
+                                "document": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}
+                            }
+                        }},
+                        "usage": {"type": "object", "required": ["total_tokens"], "properties": {"total_tokens": {"type": "integer"}}}
+                    }
+                },
+                "Info": {
+                    "type": "object",
+                    "properties": {
+                        "model_id": {"type": "string"},
+                        "model_type": {"type": "string"},
+                        "model_dtype": {"type": "string"},
+                        "model_device": {"type": "string"},
+                        "max_input_length": {"type": "integer"},
+                        "max_client_batch_size": {"type": "integer"},
+                        "max_batch_tokens": {"type": "integer"},
+                        "max_batch_pairs": {"type": "integer"},
+                        "max_concurrent_requests": {"type": "integer"},
+                        "max_queued_pairs": {"type": "integer"},
+                        "payload_limit": {"type": "integer"},
+                        "auto_truncate": {"type": "boolean"},
+                        "version": {"type": "string"}
+                    }
+                }
+            }
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/rerank": {"post": {
+                "summary": "Rerank texts (text-embeddings-inference schema)",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TeiRequest"}}}},
+                "responses": rerank_responses(json!({
+                    "description": "texts sorted by score, best first",
+                    "headers": timing,
+                    "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/TeiRank"}}}}
+                }))
+            }},
+            "/v1/rerank": {"post": cohere},
+            "/v2/rerank": {"post": cohere},
+            "/health": {"get": {
+                "summary": "200 when the model computes, 503 otherwise (no API key needed)",
+                "security": [],
+                "responses": {
+                    "200": {"description": "healthy", "content": {"application/json": {"schema": {"type": "object", "properties": {"status": {"type": "string"}}}}}},
+                    "503": {"description": "unhealthy or shutting down", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+                }
+            }},
+            "/info": {"get": {
+                "summary": "Model and limits",
+                "responses": {"200": {"description": "model and limits", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Info"}}}}}
+            }},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics",
+                "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}
+            }},
+            "/openapi.json": {"get": {
+                "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3.0", "content": {"application/json": {"schema": {"type": "object"}}}}}
+            }}
+        }
+    })
+}

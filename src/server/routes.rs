@@ -1,0 +1,326 @@
+//! The router and its handlers. Both rerank APIs share [`score`]; the
+//! handlers only translate their schema.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use super::api::{
+    CohereRequest, CohereResponse, CohereResult, DocumentText, Info, TeiRank, TeiRequest, Usage,
+};
+use super::error::{ApiError, ApiJson};
+use super::{openapi, AppState};
+use crate::engine::{rank_scores, sigmoid};
+use crate::tokenize::Side;
+
+/// The whole HTTP API over `state`.
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/rerank", post(tei_rerank))
+        .route("/v1/rerank", post(cohere_rerank))
+        .route("/v2/rerank", post(cohere_rerank))
+        .route("/info", get(info))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    Router::new()
+        .route("/health", get(health))
+        .merge(protected)
+        .route_layer(middleware::from_fn_with_state(state.clone(), track))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config().payload_limit,
+        ))
+        .with_state(state)
+}
+
+/// Counts every routed request by route and status.
+async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let start = Instant::now();
+    let response = next.run(req).await;
+    state
+        .metrics()
+        .observe_request(&route, response.status().as_u16(), start.elapsed());
+    response
+}
+
+/// `Authorization: Bearer <key>` when `--api-key` is set.
+async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(key) = &state.config().api_key {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            });
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes())) {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_string())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Per-request options both APIs map onto.
+struct ScoreOptions {
+    truncate: bool,
+    side: Side,
+}
+
+/// Logits of one query against its texts, with what the headers report.
+struct Scores {
+    logits: Vec<f32>,
+    texts: Vec<String>,
+    tokens: usize,
+    characters: usize,
+    tokenization: Duration,
+    queue: Duration,
+    inference: Duration,
+    start: Instant,
+}
+
+impl Scores {
+    /// text-embeddings-inference's timing headers (milliseconds).
+    fn headers(&self, compute_type: &str) -> HeaderMap {
+        let ms = |d: Duration| HeaderValue::from(d.as_millis() as u64);
+        let mut h = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(compute_type) {
+            h.insert("x-compute-type", v);
+        }
+        h.insert(
+            "x-compute-time",
+            ms(self.tokenization + self.queue + self.inference),
+        );
+        h.insert("x-compute-characters", HeaderValue::from(self.characters));
+        h.insert("x-compute-tokens", HeaderValue::from(self.tokens));
+        h.insert("x-total-time", ms(self.start.elapsed()));
+        h.insert("x-tokenization-time", ms(self.tokenization));
+        h.insert("x-queue-time", ms(self.queue));
+        h.insert("x-inference-time", ms(self.inference));
+        h
+    }
+}
+
+/// Validates, admits, tokenizes off the runtime and queues one request.
+async fn score(
+    state: &AppState,
+    field: &str,
+    query: String,
+    texts: Vec<String>,
+    opts: ScoreOptions,
+) -> Result<Scores, ApiError> {
+    let start = Instant::now();
+    let inner = &state.0;
+    if texts.is_empty() {
+        return Err(ApiError::Empty(format!(
+            "`{field}` is empty: send at least one text to rank"
+        )));
+    }
+    let limit = inner.config.max_client_batch_size;
+    if texts.len() > limit {
+        return Err(ApiError::Validation(format!(
+            "too many {field}: {} sent, at most {limit} per request (--max-client-batch-size)",
+            texts.len()
+        )));
+    }
+    // Admission before any work: a slot for the request, room for its pairs.
+    let _slot = inner.request_slots.clone().try_acquire_owned().map_err(|_| {
+        ApiError::Overloaded(format!(
+            "overloaded: {} requests are already being handled (--max-concurrent-requests); retry later",
+            inner.config.max_concurrent_requests
+        ))
+    })?;
+    let permit = inner.scheduler.try_reserve(texts.len())?;
+    inner.metrics.request_pairs.observe(texts.len() as f64);
+
+    let truncation = crate::tokenize::TruncationParams {
+        side: opts.side,
+        ..inner.truncation
+    };
+    let tokenizer = inner.tokenizer.clone();
+    let characters = query.chars().count() * texts.len()
+        + texts.iter().map(|t| t.chars().count()).sum::<usize>();
+    let tokenize_start = Instant::now();
+    let (encoded, texts) = tokio::task::spawn_blocking(move || {
+        let encoded = tokenizer.encode_passages(&query, &texts, &truncation);
+        (encoded, texts)
+    })
+    .await
+    .map_err(|e| ApiError::Backend(format!("tokenization failed: {e}")))?;
+    let encoded = encoded.map_err(|e| ApiError::Tokenizer(e.to_string()))?;
+    let tokenization = tokenize_start.elapsed();
+    inner
+        .metrics
+        .tokenization_seconds
+        .observe(tokenization.as_secs_f64());
+
+    if !opts.truncate {
+        if let Some((i, pair)) = encoded.iter().enumerate().find(|(_, p)| p.truncated()) {
+            return Err(ApiError::Validation(format!(
+                "input is too long: text {i} with the query is {} tokens but the limit is {} tokens per pair (special tokens included); shorten it or send \"truncate\": true",
+                pair.untruncated_len, truncation.max_length
+            )));
+        }
+    }
+    let tokens = encoded.iter().map(|p| p.ids.len()).sum();
+    let ticket = inner
+        .scheduler
+        .submit(encoded.into_iter().map(|p| p.ids).collect(), permit)?;
+    let scored = ticket.await?;
+    inner
+        .metrics
+        .queue_seconds
+        .observe(scored.queue_time.as_secs_f64());
+    Ok(Scores {
+        logits: scored.logits,
+        texts,
+        tokens,
+        characters,
+        tokenization,
+        queue: scored.queue_time,
+        inference: scored.inference_time,
+        start,
+    })
+}
+
+/// `POST /rerank`: text-embeddings-inference's schema.
+async fn tei_rerank(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<TeiRequest>,
+) -> Result<(HeaderMap, Json<Vec<TeiRank>>), ApiError> {
+    let opts = ScoreOptions {
+        truncate: req.truncate.unwrap_or(state.config().auto_truncate),
+        side: req.truncation_direction.map_or(Side::Right, Side::from),
+    };
+    let raw = req.raw_scores.unwrap_or(state.config().raw_scores);
+    let return_text = req.return_text.unwrap_or(false);
+    let scores = score(&state, "texts", req.query, req.texts, opts).await?;
+    let values: Vec<f32> = if raw {
+        scores.logits.clone()
+    } else {
+        scores.logits.iter().map(|&l| sigmoid(l)).collect()
+    };
+    let ranked = rank_scores(&values, None)
+        .into_iter()
+        .map(|r| TeiRank {
+            index: r.index,
+            score: r.score,
+            text: return_text.then(|| scores.texts[r.index].clone()),
+        })
+        .collect();
+    Ok((scores.headers(&state.0.device), Json(ranked)))
+}
+
+/// `POST /v1/rerank`, `/v2/rerank`: the Cohere/Jina schema.
+async fn cohere_rerank(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CohereRequest>,
+) -> Result<(HeaderMap, Json<CohereResponse>), ApiError> {
+    if req.top_n == Some(0) {
+        return Err(ApiError::Validation(
+            "top_n must be at least 1 (leave it out for all results)".into(),
+        ));
+    }
+    let opts = ScoreOptions {
+        truncate: state.config().auto_truncate,
+        side: Side::Right,
+    };
+    let texts = req.documents.into_iter().map(|d| d.into_text()).collect();
+    let scores = score(&state, "documents", req.query, texts, opts).await?;
+    let values: Vec<f32> = scores.logits.iter().map(|&l| sigmoid(l)).collect();
+    let return_documents = req.return_documents.unwrap_or(false);
+    let results = rank_scores(&values, req.top_n)
+        .into_iter()
+        .map(|r| CohereResult {
+            index: r.index,
+            relevance_score: r.score,
+            document: return_documents.then(|| DocumentText {
+                text: scores.texts[r.index].clone(),
+            }),
+        })
+        .collect();
+    let response = CohereResponse {
+        id: uuid::Uuid::new_v4().to_string(),
+        model: state.model_name().to_string(),
+        results,
+        usage: Usage {
+            total_tokens: scores.tokens,
+        },
+    };
+    Ok((scores.headers(&state.0.device), Json(response)))
+}
+
+/// `GET /health`: 200 when a forward pass succeeds now, 503 otherwise.
+async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let inner = &state.0;
+    let ticket = inner
+        .scheduler
+        .probe(inner.probe.clone())
+        .map_err(|e| ApiError::Unhealthy(format!("unhealthy: {e}")))?;
+    match ticket.await {
+        Ok(_) => Ok(Json(serde_json::json!({"status": "ok"}))),
+        Err(e) => Err(ApiError::Unhealthy(format!("unhealthy: {e}"))),
+    }
+}
+
+/// `GET /info`.
+async fn info(State(state): State<AppState>) -> Json<Info> {
+    let inner = &state.0;
+    let c = &inner.config;
+    let s = inner.scheduler.config();
+    Json(Info {
+        model_id: inner.name.clone(),
+        model_type: "reranker".into(),
+        model_dtype: inner.dtype.clone(),
+        model_device: inner.device.clone(),
+        max_input_length: inner.truncation.max_length,
+        max_client_batch_size: c.max_client_batch_size,
+        max_batch_tokens: s.max_batch_tokens,
+        max_batch_pairs: s.max_batch_pairs,
+        max_concurrent_requests: c.max_concurrent_requests,
+        max_queued_pairs: s.max_queued_pairs,
+        payload_limit: c.payload_limit,
+        auto_truncate: c.auto_truncate,
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.metrics().render(state.scheduler()),
+    )
+}
+
+/// `GET /openapi.json`.
+async fn openapi_json() -> Json<serde_json::Value> {
+    Json(openapi::spec())
+}
