@@ -12,7 +12,9 @@ use candle_nn::VarBuilder;
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::model::{PackedBatch, XlmRobertaForSequenceClassification};
+use crate::model::{
+    CpuF32Model, Model, PackedBatch, WeightSource, XlmRobertaForSequenceClassification,
+};
 use crate::tokenize::{EncodedPair, PairEncoder, Side, Truncation, TruncationParams};
 
 /// Where the forward pass runs.
@@ -120,14 +122,17 @@ pub struct RerankerOptions {
     pub device: DeviceKind,
     /// `None`: [`Dtype::default_for`] the device.
     pub dtype: Option<Dtype>,
+    /// Use the portable candle implementation even on CPU in f32, where the
+    /// hand-written one would run (for comparisons and tests).
+    pub portable: bool,
 }
 
 /// Default `max_length`: the model's full context.
 pub const DEFAULT_MAX_LENGTH: usize = 8192;
 /// Default `batch_size`, as in the reference tools.
 pub const DEFAULT_BATCH_SIZE: usize = 16;
-/// Default padded-token budget per forward pass (two 8192-token pairs).
-pub const DEFAULT_MAX_BATCH_TOKENS: usize = 16384;
+/// Default padded-token budget per forward pass (16 pairs of 512 tokens).
+pub const DEFAULT_MAX_BATCH_TOKENS: usize = 8192;
 
 impl Default for RerankerOptions {
     fn default() -> Self {
@@ -141,6 +146,7 @@ impl Default for RerankerOptions {
             raw_scores: false,
             device: DeviceKind::Cpu,
             dtype: None,
+            portable: false,
         }
     }
 }
@@ -188,7 +194,7 @@ impl ModelFiles {
 
 /// A loaded cross-encoder.
 pub struct Reranker {
-    model: XlmRobertaForSequenceClassification,
+    model: Model,
     encoder: PairEncoder,
     config: ModelConfig,
     truncation: TruncationParams,
@@ -220,12 +226,33 @@ impl Reranker {
         let dtype = options.dtype.unwrap_or(Dtype::default_for(options.device));
         let device = make_device(options.device)?;
         check_dtype(dtype, &device)?;
-        let vb = weights(&files.weights, dtype.candle(), &device)?;
-        let model =
-            XlmRobertaForSequenceClassification::load(vb, &config).map_err(|e| Error::Weights {
+        if !files.weights.exists() {
+            return Err(Error::MissingFile {
                 path: files.weights.clone(),
-                reason: e.to_string(),
-            })?;
+                hint: "no weights (model.safetensors or pytorch_model.bin) in the model directory; download the model with `rerank download MODEL_ID`".into(),
+            });
+        }
+        let is_safetensors = files
+            .weights
+            .extension()
+            .is_some_and(|e| e == "safetensors");
+        let model = if device.is_cpu() && dtype == Dtype::F32 && is_safetensors && !options.portable
+        {
+            Model::CpuF32(Box::new(CpuF32Model::load(
+                &WeightSource::map(&files.weights)?,
+                &config,
+            )?))
+        } else {
+            let vb = weights(&files.weights, dtype.candle(), &device)?;
+            Model::Candle(Box::new(
+                XlmRobertaForSequenceClassification::load(vb, &config).map_err(|e| {
+                    Error::Weights {
+                        path: files.weights.clone(),
+                        reason: e.to_string(),
+                    }
+                })?,
+            ))
+        };
         Ok(Self {
             model,
             encoder,
@@ -238,7 +265,7 @@ impl Reranker {
 
     /// Builds a reranker from parts (e.g. synthetic weights for benchmarks).
     pub fn from_parts(
-        model: XlmRobertaForSequenceClassification,
+        model: Model,
         encoder: PairEncoder,
         config: ModelConfig,
         options: RerankerOptions,
@@ -268,6 +295,11 @@ impl Reranker {
     /// The effective truncation settings (max_length, query budget, …).
     pub fn truncation(&self) -> &TruncationParams {
         &self.truncation
+    }
+
+    /// Which implementation runs the forward pass (`cpu-f32` or `candle`).
+    pub fn implementation(&self) -> &'static str {
+        self.model.implementation()
     }
 
     /// The dtype in use.
@@ -344,7 +376,7 @@ impl Reranker {
             });
         }
         let batch = PackedBatch::new(pairs, self.model.pad_token_id());
-        Ok(self.model.forward(&batch)?)
+        self.model.forward(&batch)
     }
 
     fn transform(&self, mut logits: Vec<f32>) -> Vec<f32> {
@@ -456,12 +488,6 @@ fn check_dtype(dtype: Dtype, device: &Device) -> Result<()> {
 }
 
 fn weights<'a>(path: &Path, dtype: DType, device: &'a Device) -> Result<VarBuilder<'a>> {
-    if !path.exists() {
-        return Err(Error::MissingFile {
-            path: path.to_path_buf(),
-            hint: "no weights (model.safetensors or pytorch_model.bin) in the model directory; download the model with `rerank download MODEL_ID`".into(),
-        });
-    }
     let corrupt = |e: candle_core::Error| Error::CorruptFile {
         path: path.to_path_buf(),
         reason: e.to_string(),

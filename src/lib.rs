@@ -26,6 +26,7 @@
 //! - [`tokenize`]: pair encoding and the truncation strategies of the reference tools.
 //! - [`model`]: the forward pass (candle), packed batches without padding.
 //! - [`engine`]: [`Reranker`]: load → score / rank; length-sorted batching; score transforms.
+//! - [`synthetic`]: random-weight models with real shapes, for benchmarks.
 //! - [`hub`]: a model id or directory → files; the Hugging Face cache; downloads.
 //! - [`error`]: the library's one error type.
 //! - [`scheduler`]: cross-request batching queue under a padded-token budget; the model thread.
@@ -39,6 +40,7 @@ pub mod model;
 pub mod scheduler;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod synthetic;
 pub mod tokenize;
 
 pub use config::ModelConfig;

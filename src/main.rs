@@ -22,6 +22,8 @@ enum Command {
     Demo(cli::demo::DemoArgs),
     /// Download a model into the Hugging Face cache (HF_HOME, HF_ENDPOINT, HF_TOKEN).
     Download(cli::download::DownloadArgs),
+    /// Benchmark named workloads (wall time, pairs/s, tokens/s, GFLOP/s, peak RSS).
+    Bench(cli::bench::BenchArgs),
     /// Serve the rerank HTTP APIs (text-embeddings-inference /rerank, Cohere/Jina /v1/rerank).
     #[cfg(feature = "server")]
     Serve(cli::serve::ServeArgs),
@@ -38,6 +40,7 @@ fn main() -> std::process::ExitCode {
         Command::Score(args) => cli::score::run(args),
         Command::Demo(args) => cli::demo::run(args),
         Command::Download(args) => cli::download::run(args),
+        Command::Bench(args) => cli::bench::run(args),
         #[cfg(feature = "server")]
         Command::Serve(args) => cli::serve::run(args),
     };

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::model::XlmRobertaForSequenceClassification;
+use crate::model::{CpuF32Model, Model, WeightSource, XlmRobertaForSequenceClassification};
 use crate::tokenize::PairEncoder;
 
 /// Ids of the special tokens, as in XLM-R.
@@ -50,8 +50,7 @@ pub fn tokenizer_json(cfg: &ModelConfig) -> String {
     added_tokens.push(added(mask_id, "<mask>"));
     let special = |s: &str| serde_json::json!({"SpecialToken": {"id": s, "type_id": 0}});
     let seq = |s: &str| serde_json::json!({"Sequence": {"id": s, "type_id": 0}});
-    let metaspace =
-        serde_json::json!({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": true});
+    let metaspace = serde_json::json!({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": true});
     serde_json::json!({
         "version": "1.0",
         "truncation": null,
@@ -80,9 +79,18 @@ pub fn tokenizer_json(cfg: &ModelConfig) -> String {
 pub fn weights(cfg: &ModelConfig, seed: u64) -> Result<HashMap<String, Tensor>> {
     let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
     let mut shapes: Vec<(String, Vec<usize>)> = vec![
-        ("roberta.embeddings.word_embeddings.weight".into(), vec![cfg.vocab_size, h]),
-        ("roberta.embeddings.position_embeddings.weight".into(), vec![cfg.max_position_embeddings, h]),
-        ("roberta.embeddings.token_type_embeddings.weight".into(), vec![cfg.type_vocab_size, h]),
+        (
+            "roberta.embeddings.word_embeddings.weight".into(),
+            vec![cfg.vocab_size, h],
+        ),
+        (
+            "roberta.embeddings.position_embeddings.weight".into(),
+            vec![cfg.max_position_embeddings, h],
+        ),
+        (
+            "roberta.embeddings.token_type_embeddings.weight".into(),
+            vec![cfg.type_vocab_size, h],
+        ),
         ("roberta.embeddings.LayerNorm.weight".into(), vec![h]),
         ("roberta.embeddings.LayerNorm.bias".into(), vec![h]),
         ("classifier.dense.weight".into(), vec![h, h]),
@@ -92,7 +100,12 @@ pub fn weights(cfg: &ModelConfig, seed: u64) -> Result<HashMap<String, Tensor>> 
     ];
     for n in 0..cfg.num_hidden_layers {
         let p = format!("roberta.encoder.layer.{n}");
-        for lin in ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"] {
+        for lin in [
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+        ] {
             shapes.push((format!("{p}.{lin}.weight"), vec![h, h]));
             shapes.push((format!("{p}.{lin}.bias"), vec![h]));
         }
@@ -128,33 +141,50 @@ pub fn weights(cfg: &ModelConfig, seed: u64) -> Result<HashMap<String, Tensor>> 
 fn uniform(len: usize, seed: u64, std: f32) -> Vec<f32> {
     let half_width = std * 3f32.sqrt();
     let mut v = vec![0f32; len];
-    v.par_chunks_mut(1 << 16).enumerate().for_each(|(c, chunk)| {
-        let mut state = seed ^ ((c as u64) << 32);
-        for x in chunk {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            let unit = (z >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
-            *x = (unit * 2.0 - 1.0) * half_width;
-        }
-    });
+    v.par_chunks_mut(1 << 16)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let mut state = seed ^ ((c as u64) << 32);
+            for x in chunk {
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                let unit = (z >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
+                *x = (unit * 2.0 - 1.0) * half_width;
+            }
+        });
     v
 }
 
 /// A model and tokenizer built in memory.
-pub fn build(
-    cfg: &ModelConfig,
-    seed: u64,
-    dtype: DType,
-) -> Result<(XlmRobertaForSequenceClassification, PairEncoder)> {
+pub fn build(cfg: &ModelConfig, seed: u64, dtype: DType) -> Result<(Model, PairEncoder)> {
     let tensors = weights(cfg, seed)?;
-    let vb = VarBuilder::from_tensors(tensors, dtype, &Device::Cpu);
-    let model = XlmRobertaForSequenceClassification::load(vb, cfg)?;
+    let model = if dtype == DType::F32 {
+        let memory = tensors
+            .into_iter()
+            .map(|(name, t)| {
+                let shape = t.dims().to_vec();
+                Ok((name, (shape, t.flatten_all()?.to_vec1::<f32>()?)))
+            })
+            .collect::<Result<HashMap<_, _>>>()?;
+        Model::CpuF32(Box::new(CpuF32Model::load(
+            &WeightSource::Memory(memory),
+            cfg,
+        )?))
+    } else {
+        let vb = VarBuilder::from_tensors(tensors, dtype, &Device::Cpu);
+        Model::Candle(Box::new(XlmRobertaForSequenceClassification::load(
+            vb, cfg,
+        )?))
+    };
     let tok = tokenizers::Tokenizer::from_bytes(tokenizer_json(cfg).as_bytes())
         .map_err(|e| Error::Tokenizer(e.to_string()))?;
-    Ok((model, PairEncoder::from_tokenizer(tok, Path::new("<synthetic>"))?))
+    Ok((
+        model,
+        PairEncoder::from_tokenizer(tok, Path::new("<synthetic>"))?,
+    ))
 }
 
 /// Writes a Hugging Face model directory: config.json, model.safetensors,
@@ -187,7 +217,10 @@ pub fn save(dir: &Path, cfg: &ModelConfig, seed: u64) -> Result<()> {
         "torch_dtype": "float32",
     });
     let write = |name: &str, text: String| std::fs::write(dir.join(name), text).map_err(io);
-    write("config.json", serde_json::to_string_pretty(&config).unwrap_or_default())?;
+    write(
+        "config.json",
+        serde_json::to_string_pretty(&config).unwrap_or_default(),
+    )?;
     write("tokenizer.json", tokenizer_json(cfg))?;
     write(
         "tokenizer_config.json",

@@ -116,11 +116,13 @@ impl PairEncoder {
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         tokenizer.with_padding(None);
         let id = |tok: &str| {
-            tokenizer.token_to_id(tok).ok_or_else(|| Error::UnsupportedModel {
-                path: origin.to_path_buf(),
-                found: format!("a tokenizer without the special token {tok}"),
-                supported: crate::config::SUPPORTED,
-            })
+            tokenizer
+                .token_to_id(tok)
+                .ok_or_else(|| Error::UnsupportedModel {
+                    path: origin.to_path_buf(),
+                    found: format!("a tokenizer without the special token {tok}"),
+                    supported: crate::config::SUPPORTED,
+                })
         };
         let (bos, eos) = (id("<s>")?, id("</s>")?);
         Ok(Self {

@@ -63,10 +63,15 @@ fn key(o: &RerankerOptions) -> String {
 
 /// One reranker per distinct option set among the golden cases.
 fn rerankers(cases: &[Case], raw: bool) -> BTreeMap<String, Reranker> {
+    rerankers_with(cases, raw, false)
+}
+
+fn rerankers_with(cases: &[Case], raw: bool, portable: bool) -> BTreeMap<String, Reranker> {
     let mut map = BTreeMap::new();
     for case in cases {
         let mut o = options(case);
         o.raw_scores = raw;
+        o.portable = portable;
         map.entry(key(&o))
             .or_insert_with(|| Reranker::load(fixture_dir(), o).expect("tiny model loads"));
     }
@@ -116,6 +121,33 @@ fn logits_and_scores_match_the_reference_pair_by_pair() {
         "largest |logit - reference| over {} cases: {worst:e}",
         cases.len()
     );
+}
+
+#[test]
+fn the_portable_candle_path_matches_the_reference_too() {
+    let cases = golden();
+    let raw = rerankers_with(&cases, true, true);
+    for r in raw.values() {
+        assert_eq!(r.implementation(), "candle");
+    }
+    assert_eq!(
+        rerankers(&cases[..1], true)
+            .values()
+            .next()
+            .unwrap()
+            .implementation(),
+        "cpu-f32"
+    );
+    for case in &cases {
+        let pair = [(case.query.as_str(), case.passage.as_str())];
+        let logit = raw[&key(&options(case))].score(&pair).unwrap()[0];
+        assert!(
+            (logit - case.logit).abs() <= TOL,
+            "case {}: candle logit {logit} vs reference {}",
+            case.name,
+            case.logit
+        );
+    }
 }
 
 #[test]

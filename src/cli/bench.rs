@@ -50,10 +50,30 @@ struct Workload {
 }
 
 const WORKLOADS: [Workload; 4] = [
-    Workload { name: "seed-512x10", count: 10, min_len: 512, max_len: 512 },
-    Workload { name: "seed-1024x20", count: 20, min_len: 1024, max_len: 1024 },
-    Workload { name: "seed-8192x5", count: 5, min_len: 8192, max_len: 8192 },
-    Workload { name: "rag-50", count: 50, min_len: 64, max_len: 512 },
+    Workload {
+        name: "seed-512x10",
+        count: 10,
+        min_len: 512,
+        max_len: 512,
+    },
+    Workload {
+        name: "seed-1024x20",
+        count: 20,
+        min_len: 1024,
+        max_len: 1024,
+    },
+    Workload {
+        name: "seed-8192x5",
+        count: 5,
+        min_len: 8192,
+        max_len: 8192,
+    },
+    Workload {
+        name: "rag-50",
+        count: 50,
+        min_len: 64,
+        max_len: 512,
+    },
 ];
 
 /// Query length in tokens for every workload (a typical search query).
@@ -89,7 +109,10 @@ impl Workload {
             .map(|_| {
                 let len = self.min_len + rng.below(self.max_len - self.min_len + 1);
                 let q = text(QUERY_TOKENS, &mut rng);
-                let p = text(len - QUERY_TOKENS - rerank::tokenize::SPECIAL_TOKENS_PER_PAIR, &mut rng);
+                let p = text(
+                    len - QUERY_TOKENS - rerank::tokenize::SPECIAL_TOKENS_PER_PAIR,
+                    &mut rng,
+                );
                 (q, p)
             })
             .collect()
@@ -99,7 +122,11 @@ impl Workload {
 /// Floating-point operations of one pair of `n` tokens: the linear layers
 /// (2·params per token) plus attention's two n×n products per layer.
 fn flops(cfg: &ModelConfig, n: usize) -> f64 {
-    let (h, i, l) = (cfg.hidden_size as f64, cfg.intermediate_size as f64, cfg.num_hidden_layers as f64);
+    let (h, i, l) = (
+        cfg.hidden_size as f64,
+        cfg.intermediate_size as f64,
+        cfg.num_hidden_layers as f64,
+    );
     let n = n as f64;
     let linear = 2.0 * (4.0 * h * h + 2.0 * h * i) * l * n;
     let attention = 4.0 * n * n * h * l;
@@ -140,7 +167,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             bail!("--save writes a synthetic model: add --synthetic");
         }
         synthetic::save(dir, &cfg, 42)?;
-        eprintln!("wrote a random-weight bge-reranker-v2-m3 to {} in {:.1?}", dir.display(), start.elapsed());
+        eprintln!(
+            "wrote a random-weight bge-reranker-v2-m3 to {} in {:.1?}",
+            dir.display(),
+            start.elapsed()
+        );
         return Ok(());
     }
     let reranker = if args.synthetic {
@@ -172,7 +203,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         println!("f32 matmul ceiling (5120x1024 · 1024x4096, candle/gemm): {gflops:.1} GFLOP/s");
     }
     let names: Vec<String> = if args.workloads.is_empty() {
-        ["seed-512x10", "seed-1024x20", "rag-50"].map(String::from).to_vec()
+        ["seed-512x10", "seed-1024x20", "rag-50"]
+            .map(String::from)
+            .to_vec()
     } else {
         args.workloads.clone()
     };
@@ -184,7 +217,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut results = Vec::new();
     for name in &names {
         let Some(w) = WORKLOADS.iter().find(|w| w.name == name) else {
-            bail!("unknown workload {name:?}; known: {}", WORKLOADS.map(|w| w.name).join(", "));
+            bail!(
+                "unknown workload {name:?}; known: {}",
+                WORKLOADS.map(|w| w.name).join(", ")
+            );
         };
         let pairs = w.pairs(words);
         if let Some(dir) = &args.dump {
@@ -194,9 +230,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 .iter()
                 .map(|(q, p)| serde_json::json!({"query": q, "passage": p}).to_string())
                 .collect();
-            std::fs::write(&path, lines.join("\n") + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(&path, lines.join("\n") + "\n")
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        let lens: Vec<usize> = reranker.encode_pairs(&pairs)?.iter().map(|e| e.ids.len()).collect();
+        let lens: Vec<usize> = reranker
+            .encode_pairs(&pairs)?
+            .iter()
+            .map(|e| e.ids.len())
+            .collect();
         let tokens: usize = lens.iter().sum();
         let total_flops: f64 = lens.iter().map(|&n| flops(&cfg, n)).sum();
         reset_peak_rss();

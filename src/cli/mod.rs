@@ -1,5 +1,6 @@
 //! Subcommands of the `rerank` binary, one file each, and the flags they share.
 
+pub mod bench;
 pub mod demo;
 pub mod download;
 pub mod rank;

@@ -1,0 +1,588 @@
+//! Hand-written f32 CPU forward pass of `XLMRobertaForSequenceClassification`.
+//!
+//! It computes exactly what [`super::XlmRobertaForSequenceClassification`]
+//! (candle) computes, and replaces it on CPU in f32 because it is measurably
+//! faster and leaner (see BENCHMARKS.md):
+//! - weights stay in the memory-mapped safetensors file (no copy: fast start,
+//!   RSS = the pages touched), read in place by the `gemm` crate (the same
+//!   matmul kernels candle uses) through strides, so no weight is transposed
+//!   or concatenated;
+//! - bias and residual are pre-filled into the matmul's destination and the
+//!   product accumulated on top (`gemm`'s `read_dst`), so they cost no pass;
+//! - Q, K and V are read per head through strides, and each head's context is
+//!   written straight into its columns: no permute or concat copies;
+//! - attention runs per (pair, head, block of query rows) in parallel, with
+//!   a score block of at most `ATTENTION_BLOCK` × len floats per task, so an
+//!   8192-token pair needs a few MiB of scores instead of 4 GiB;
+//! - GELU, softmax and LayerNorm are the vectorized kernels of
+//!   [`super::kernels`], in place.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::kernels;
+use super::PackedBatch;
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+
+/// Query rows per attention task: bounds the score block to 128 × len floats.
+const ATTENTION_BLOCK: usize = 128;
+
+/// f32 data either borrowed from the mapped file or owned.
+enum Buf {
+    Mapped {
+        map: Arc<memmap2::Mmap>,
+        offset: usize,
+        len: usize,
+    },
+    Owned(Vec<f32>),
+}
+
+impl Buf {
+    fn as_slice(&self) -> &[f32] {
+        match self {
+            // SAFETY: offset and len were checked against the map and for
+            // 4-byte alignment when the tensor was found.
+            Self::Mapped { map, offset, len } => unsafe {
+                std::slice::from_raw_parts(map.as_ptr().add(*offset) as *const f32, *len)
+            },
+            Self::Owned(v) => v,
+        }
+    }
+}
+
+/// Where weights come from: a safetensors file, or tensors in memory.
+pub enum WeightSource {
+    /// A memory-mapped `model.safetensors`.
+    Mapped {
+        path: std::path::PathBuf,
+        map: Arc<memmap2::Mmap>,
+    },
+    /// f32 tensors by name (synthetic models).
+    Memory(HashMap<String, (Vec<usize>, Vec<f32>)>),
+}
+
+impl WeightSource {
+    /// Maps a safetensors file.
+    pub fn map(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|e| Error::CorruptFile {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        // SAFETY: read-only map; like every mmap user we assume the file is
+        // not truncated by another process while we run.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::CorruptFile {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self::Mapped {
+            path: path.to_path_buf(),
+            map: Arc::new(map),
+        })
+    }
+
+    fn tensors(&self) -> Result<Tensors<'_>> {
+        match self {
+            Self::Mapped { path, map } => {
+                let st =
+                    safetensors::SafeTensors::deserialize(map).map_err(|e| Error::CorruptFile {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                Ok(Tensors::Mapped { path, map, st })
+            }
+            Self::Memory(m) => Ok(Tensors::Memory(m)),
+        }
+    }
+}
+
+enum Tensors<'a> {
+    Mapped {
+        path: &'a Path,
+        map: &'a Arc<memmap2::Mmap>,
+        st: safetensors::SafeTensors<'a>,
+    },
+    Memory(&'a HashMap<String, (Vec<usize>, Vec<f32>)>),
+}
+
+impl Tensors<'_> {
+    fn path(&self) -> &Path {
+        match self {
+            Self::Mapped { path, .. } => path,
+            Self::Memory(_) => Path::new("<memory>"),
+        }
+    }
+
+    /// The named tensor with the expected shape, as f32.
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Buf> {
+        let err = |reason: String| Error::Weights {
+            path: self.path().to_path_buf(),
+            reason,
+        };
+        match self {
+            Self::Memory(m) => {
+                let (s, data) = m
+                    .get(name)
+                    .ok_or_else(|| err(format!("cannot find tensor {name}")))?;
+                if s.as_slice() != shape {
+                    return Err(err(format!(
+                        "tensor {name} has shape {s:?}, expected {shape:?}"
+                    )));
+                }
+                Ok(Buf::Owned(data.clone()))
+            }
+            Self::Mapped { map, st, .. } => {
+                let view = st
+                    .tensor(name)
+                    .map_err(|_| err(format!("cannot find tensor {name}")))?;
+                if view.shape() != shape {
+                    return Err(err(format!(
+                        "tensor {name} has shape {:?}, expected {shape:?}",
+                        view.shape()
+                    )));
+                }
+                let bytes = view.data();
+                let len = shape.iter().product::<usize>();
+                match view.dtype() {
+                    safetensors::Dtype::F32 => {
+                        let offset = bytes.as_ptr() as usize - map.as_ptr() as usize;
+                        if offset.is_multiple_of(4) && bytes.len() == len * 4 {
+                            return Ok(Buf::Mapped {
+                                map: Arc::clone(map),
+                                offset,
+                                len,
+                            });
+                        }
+                        Ok(Buf::Owned(
+                            bytes
+                                .chunks_exact(4)
+                                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                                .collect(),
+                        ))
+                    }
+                    safetensors::Dtype::F16 => Ok(Buf::Owned(
+                        bytes
+                            .chunks_exact(2)
+                            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                            .collect(),
+                    )),
+                    safetensors::Dtype::BF16 => Ok(Buf::Owned(
+                        bytes
+                            .chunks_exact(2)
+                            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                            .collect(),
+                    )),
+                    other => Err(err(format!(
+                        "tensor {name} has unsupported dtype {other:?}"
+                    ))),
+                }
+            }
+        }
+    }
+}
+
+/// `y = x Wᵀ + b` with `W` stored (out × in) as in the checkpoint.
+struct Linear {
+    weight: Buf,
+    bias: Buf,
+    in_dim: usize,
+    out_dim: usize,
+}
+
+impl Linear {
+    fn load(t: &Tensors, prefix: &str, in_dim: usize, out_dim: usize) -> Result<Self> {
+        Ok(Self {
+            weight: t.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
+            bias: t.get(&format!("{prefix}.bias"), &[out_dim])?,
+            in_dim,
+            out_dim,
+        })
+    }
+
+    /// `dst[r] (+)= x[r] · Wᵀ` for `rows` rows; `dst` has row stride `dst_rs`
+    /// and `x` row stride `x_rs`. With `accumulate`, adds to what `dst` holds.
+    fn matmul(
+        &self,
+        dst: &mut [f32],
+        dst_rs: usize,
+        x: &[f32],
+        x_rs: usize,
+        rows: usize,
+        accumulate: bool,
+    ) {
+        if rows == 0 {
+            return;
+        }
+        assert!(dst.len() >= (rows - 1) * dst_rs + self.out_dim);
+        assert!(x.len() >= (rows - 1) * x_rs + self.in_dim);
+        let w = self.weight.as_slice();
+        // SAFETY: the bounds of all three operands are asserted above; W is
+        // read as the (in × out) matrix Wᵀ through its strides.
+        unsafe {
+            gemm::gemm(
+                rows,
+                self.out_dim,
+                self.in_dim,
+                dst.as_mut_ptr(),
+                1,
+                dst_rs as isize,
+                accumulate,
+                x.as_ptr(),
+                1,
+                x_rs as isize,
+                w.as_ptr(),
+                self.in_dim as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism(rows * self.out_dim * self.in_dim),
+            )
+        }
+    }
+
+    /// Fills `rows` rows of `dst` (row stride `dst_rs`) with the bias.
+    fn fill_bias(&self, dst: &mut [f32], dst_rs: usize, rows: usize) {
+        let b = self.bias.as_slice();
+        dst.par_chunks_mut(dst_rs)
+            .take(rows)
+            .for_each(|row| row[..self.out_dim].copy_from_slice(b));
+    }
+}
+
+fn parallelism(work: usize) -> Parallelism {
+    let threads = rayon::current_num_threads();
+    // Small products are faster on one thread than split.
+    if threads > 1 && work >= 1 << 18 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    }
+}
+
+struct LayerNorm {
+    weight: Buf,
+    bias: Buf,
+}
+
+impl LayerNorm {
+    fn load(t: &Tensors, prefix: &str, dim: usize) -> Result<Self> {
+        Ok(Self {
+            weight: t.get(&format!("{prefix}.weight"), &[dim])?,
+            bias: t.get(&format!("{prefix}.bias"), &[dim])?,
+        })
+    }
+
+    fn apply(&self, x: &mut [f32], dim: usize, eps: f32) {
+        let (w, b) = (self.weight.as_slice(), self.bias.as_slice());
+        x.par_chunks_mut(dim)
+            .for_each(|row| kernels::layer_norm(row, w, b, eps));
+    }
+}
+
+/// `roberta.encoder.layer.N`
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_output: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+/// The whole cross-encoder on CPU in f32.
+pub struct CpuF32Model {
+    word_embeddings: Buf,
+    position_embeddings: Buf,
+    token_type: Vec<f32>,
+    embeddings_norm: LayerNorm,
+    layers: Vec<Layer>,
+    classifier_dense: Linear,
+    classifier_out: Linear,
+    hidden: usize,
+    intermediate: usize,
+    heads: usize,
+    eps: f32,
+    pad_token_id: u32,
+}
+
+/// A raw pointer that tasks writing disjoint parts of one buffer may share.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: every task writes a disjoint set of elements (see `attention`).
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// A method, so closures capture the whole `Send` wrapper, not the field.
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+impl CpuF32Model {
+    /// Loads the weights (tensor names as in the checkpoint).
+    pub fn load(source: &WeightSource, cfg: &ModelConfig) -> Result<Self> {
+        let t = source.tensors()?;
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|n| {
+                let p = format!("roberta.encoder.layer.{n}");
+                Ok(Layer {
+                    query: Linear::load(&t, &format!("{p}.attention.self.query"), h, h)?,
+                    key: Linear::load(&t, &format!("{p}.attention.self.key"), h, h)?,
+                    value: Linear::load(&t, &format!("{p}.attention.self.value"), h, h)?,
+                    attention_output: Linear::load(
+                        &t,
+                        &format!("{p}.attention.output.dense"),
+                        h,
+                        h,
+                    )?,
+                    attention_norm: LayerNorm::load(
+                        &t,
+                        &format!("{p}.attention.output.LayerNorm"),
+                        h,
+                    )?,
+                    intermediate: Linear::load(&t, &format!("{p}.intermediate.dense"), h, i)?,
+                    output: Linear::load(&t, &format!("{p}.output.dense"), i, h)?,
+                    output_norm: LayerNorm::load(&t, &format!("{p}.output.LayerNorm"), h)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let token_type = t.get(
+            "roberta.embeddings.token_type_embeddings.weight",
+            &[cfg.type_vocab_size, h],
+        )?;
+        Ok(Self {
+            word_embeddings: t.get(
+                "roberta.embeddings.word_embeddings.weight",
+                &[cfg.vocab_size, h],
+            )?,
+            position_embeddings: t.get(
+                "roberta.embeddings.position_embeddings.weight",
+                &[cfg.max_position_embeddings, h],
+            )?,
+            token_type: token_type.as_slice()[..h].to_vec(),
+            embeddings_norm: LayerNorm::load(&t, "roberta.embeddings.LayerNorm", h)?,
+            layers,
+            classifier_dense: Linear::load(&t, "classifier.dense", h, h)?,
+            classifier_out: Linear::load(&t, "classifier.out_proj", h, 1)?,
+            hidden: h,
+            intermediate: i,
+            heads: cfg.num_attention_heads,
+            eps: cfg.layer_norm_eps as f32,
+            pad_token_id: cfg.pad_token_id as u32,
+        })
+    }
+
+    /// The pad token id, needed to build position ids.
+    pub fn pad_token_id(&self) -> u32 {
+        self.pad_token_id
+    }
+
+    /// One raw logit per pair, in batch order.
+    pub fn forward(&self, batch: &PackedBatch) -> Vec<f32> {
+        let pairs = batch.len();
+        if pairs == 0 {
+            return Vec::new();
+        }
+        let (h, inter) = (self.hidden, self.intermediate);
+        let tokens = batch.ids.len();
+        let mut x = self.embed(batch);
+        let mut qkv = vec![0f32; tokens * 3 * h];
+        let mut ctx = vec![0f32; tokens * h];
+        let mut mid = vec![0f32; tokens * h];
+        let mut ffn = vec![0f32; tokens * inter];
+        let last = self.layers.len().saturating_sub(1);
+        for (n, layer) in self.layers.iter().enumerate() {
+            // The last layer only needs the `<s>` row of each pair.
+            let first_only = n == last;
+            let rows = if first_only { pairs } else { tokens };
+            // Q, K, V for every token, side by side in one (tokens × 3H) buffer.
+            for (k, lin) in [&layer.query, &layer.key, &layer.value]
+                .into_iter()
+                .enumerate()
+            {
+                lin.fill_bias(&mut qkv[k * h..], 3 * h, tokens);
+                lin.matmul(&mut qkv[k * h..], 3 * h, &x, h, tokens, true);
+            }
+            self.attention(&qkv, &mut ctx, batch, first_only);
+            // mid = LayerNorm(x + bias + ctx · Woᵀ)
+            let residual: Vec<f32>;
+            let x_rows: &[f32] = if first_only {
+                residual = batch.offsets[..pairs]
+                    .iter()
+                    .flat_map(|&o| x[o * h..(o + 1) * h].iter().copied())
+                    .collect();
+                &residual
+            } else {
+                &x
+            };
+            let bias = layer.attention_output.bias.as_slice();
+            mid[..rows * h]
+                .par_chunks_mut(h)
+                .zip(x_rows.par_chunks(h))
+                .for_each(|(m, r)| kernels::add_into(m, r, bias));
+            layer
+                .attention_output
+                .matmul(&mut mid, h, &ctx, h, rows, true);
+            layer
+                .attention_norm
+                .apply(&mut mid[..rows * h], h, self.eps);
+            // ffn = GELU(mid · Wiᵀ + bi)
+            layer.intermediate.fill_bias(&mut ffn, inter, rows);
+            layer
+                .intermediate
+                .matmul(&mut ffn, inter, &mid, h, rows, true);
+            ffn[..rows * inter]
+                .par_chunks_mut(inter.max(4096))
+                .for_each(kernels::gelu_erf);
+            // x = LayerNorm(mid + bo + ffn · Wo2ᵀ)
+            let bias = layer.output.bias.as_slice();
+            x[..rows * h]
+                .par_chunks_mut(h)
+                .zip(mid.par_chunks(h))
+                .for_each(|(d, m)| kernels::add_into(d, m, bias));
+            layer.output.matmul(&mut x, h, &ffn, inter, rows, true);
+            layer.output_norm.apply(&mut x[..rows * h], h, self.eps);
+        }
+        if self.layers.is_empty() {
+            x = batch.offsets[..pairs]
+                .iter()
+                .flat_map(|&o| x[o * h..(o + 1) * h].iter().copied())
+                .collect();
+        }
+        // Classification head on the `<s>` rows: dense → tanh → out_proj.
+        let mut dense = vec![0f32; pairs * h];
+        self.classifier_dense.fill_bias(&mut dense, h, pairs);
+        self.classifier_dense
+            .matmul(&mut dense, h, &x, h, pairs, true);
+        dense.iter_mut().for_each(|v| *v = v.tanh());
+        let mut logits = vec![0f32; pairs];
+        self.classifier_out.fill_bias(&mut logits, 1, pairs);
+        self.classifier_out
+            .matmul(&mut logits, 1, &dense, h, pairs, true);
+        logits
+    }
+
+    /// word + position + token type embeddings, then LayerNorm.
+    fn embed(&self, batch: &PackedBatch) -> Vec<f32> {
+        let h = self.hidden;
+        let (word, pos) = (
+            self.word_embeddings.as_slice(),
+            self.position_embeddings.as_slice(),
+        );
+        let mut x = vec![0f32; batch.ids.len() * h];
+        x.par_chunks_mut(h).enumerate().for_each(|(t, row)| {
+            let (id, p) = (batch.ids[t] as usize, batch.positions[t] as usize);
+            kernels::add_into(row, &word[id * h..(id + 1) * h], &pos[p * h..(p + 1) * h]);
+            for (v, &tt) in row.iter_mut().zip(&self.token_type) {
+                *v += tt;
+            }
+        });
+        self.embeddings_norm.apply(&mut x, h, self.eps);
+        x
+    }
+
+    /// Self-attention of every pair: `ctx` row r (or, with `first_only`,
+    /// row i = pair i's `<s>`) gets softmax(q·kᵀ/√d)·v for every head.
+    fn attention(&self, qkv: &[f32], ctx: &mut [f32], batch: &PackedBatch, first_only: bool) {
+        let h = self.hidden;
+        let d = h / self.heads;
+        let scale = 1.0 / (d as f32).sqrt();
+        // Tasks: (pair, head, first query row, rows).
+        let mut tasks = Vec::new();
+        for pair in 0..batch.len() {
+            let len = batch.offsets[pair + 1] - batch.offsets[pair];
+            let rows = if first_only { 1 } else { len };
+            for head in 0..self.heads {
+                let mut r = 0;
+                while r < rows {
+                    let n = ATTENTION_BLOCK.min(rows - r);
+                    tasks.push((pair, head, r, n));
+                    r += n;
+                }
+            }
+        }
+        assert!(qkv.len() >= batch.ids.len() * 3 * h);
+        let out_rows = if first_only {
+            batch.len()
+        } else {
+            batch.ids.len()
+        };
+        assert!(ctx.len() >= out_rows * h);
+        let out = SharedMut(ctx.as_mut_ptr());
+        tasks
+            .into_par_iter()
+            .for_each_init(Vec::new, |scores, (pair, head, r0, n)| {
+                let start = batch.offsets[pair];
+                let len = batch.offsets[pair + 1] - start;
+                scores.resize(n * len, 0.0);
+                let base = qkv[start * 3 * h..].as_ptr();
+                let out_row = if first_only { pair } else { start + r0 };
+                // SAFETY: Q rows r0..r0+n, K and V rows 0..len of this pair lie in
+                // `qkv` (asserted above); each task writes only its own rows and
+                // its head's columns of `ctx`, so writes never overlap.
+                unsafe {
+                    let q = base.add(r0 * 3 * h + head * d);
+                    let k = base.add(h + head * d);
+                    let v = base.add(2 * h + head * d);
+                    // scores (n × len) = scale · Q (n × d) · Kᵀ (d × len)
+                    gemm::gemm(
+                        n,
+                        len,
+                        d,
+                        scores.as_mut_ptr(),
+                        1,
+                        len as isize,
+                        false,
+                        q,
+                        1,
+                        3 * h as isize,
+                        k,
+                        3 * h as isize,
+                        1,
+                        0.0,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                    for row in scores.chunks_exact_mut(len) {
+                        kernels::softmax(row);
+                    }
+                    // ctx (n × d, row stride H) = P (n × len) · V (len × d)
+                    gemm::gemm(
+                        n,
+                        d,
+                        len,
+                        out.ptr().add(out_row * h + head * d),
+                        1,
+                        h as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        len as isize,
+                        v,
+                        1,
+                        3 * h as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+            });
+    }
+}
