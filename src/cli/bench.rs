@@ -20,7 +20,7 @@ pub struct BenchArgs {
     /// With --synthetic: write the model in Hugging Face format to DIR and exit.
     #[arg(long, value_name = "DIR")]
     pub save: Option<PathBuf>,
-    /// Workloads to run: seed-512x10, seed-1024x20, seed-8192x5, rag-50 [default: all but seed-8192x5].
+    /// Workloads to run: seed-512x10, seed-1024x20, seed-8192x5, seed-8192x1, rag-50 [default: all but seed-8192x5].
     #[arg(long = "workload", short = 'w', value_name = "NAME")]
     pub workloads: Vec<String>,
     /// Timed runs per workload (the median is reported), after one warm-up run.
@@ -49,7 +49,7 @@ struct Workload {
     max_len: usize,
 }
 
-const WORKLOADS: [Workload; 4] = [
+const WORKLOADS: [Workload; 5] = [
     Workload {
         name: "seed-512x10",
         count: 10,
@@ -65,6 +65,12 @@ const WORKLOADS: [Workload; 4] = [
     Workload {
         name: "seed-8192x5",
         count: 5,
+        min_len: 8192,
+        max_len: 8192,
+    },
+    Workload {
+        name: "seed-8192x1",
+        count: 1,
         min_len: 8192,
         max_len: 8192,
     },

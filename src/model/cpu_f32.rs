@@ -12,8 +12,8 @@
 //! - Q, K and V are read per head through strides, and each head's context is
 //!   written straight into its columns: no permute or concat copies;
 //! - attention runs per (pair, head, block of query rows) in parallel, with
-//!   a score block of at most `ATTENTION_BLOCK` × len floats per task, so an
-//!   8192-token pair needs a few MiB of scores instead of 4 GiB;
+//!   a score block of about 1 MiB per task, so an 8192-token pair needs a
+//!   few MiB of scores instead of 4 GiB;
 //! - GELU, softmax and LayerNorm are the vectorized kernels of
 //!   [`super::kernels`], in place.
 
@@ -29,8 +29,13 @@ use super::PackedBatch;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 
-/// Query rows per attention task: bounds the score block to 128 × len floats.
-const ATTENTION_BLOCK: usize = 128;
+/// Score elements per block of query rows (rows × len): 256 Ki floats =
+/// 1 MiB, about one core's L2, so scores are written, normalized and read
+/// back from cache.
+const ATTENTION_BLOCK_ELEMENTS: usize = 1 << 18;
+/// Fewest query rows per block, so each block's matmuls amortize reading K
+/// and V: an 8192-token pair uses 128-row blocks (4 MiB of scores, not 4 GiB).
+const ATTENTION_MIN_ROWS: usize = 128;
 
 /// f32 data either borrowed from the mapped file or owned.
 enum Buf {
@@ -498,20 +503,6 @@ impl CpuF32Model {
         let h = self.hidden;
         let d = h / self.heads;
         let scale = 1.0 / (d as f32).sqrt();
-        // Tasks: (pair, head, first query row, rows).
-        let mut tasks = Vec::new();
-        for pair in 0..batch.len() {
-            let len = batch.offsets[pair + 1] - batch.offsets[pair];
-            let rows = if first_only { 1 } else { len };
-            for head in 0..self.heads {
-                let mut r = 0;
-                while r < rows {
-                    let n = ATTENTION_BLOCK.min(rows - r);
-                    tasks.push((pair, head, r, n));
-                    r += n;
-                }
-            }
-        }
         assert!(qkv.len() >= batch.ids.len() * 3 * h);
         let out_rows = if first_only {
             batch.len()
@@ -520,68 +511,87 @@ impl CpuF32Model {
         };
         assert!(ctx.len() >= out_rows * h);
         let out = SharedMut(ctx.as_mut_ptr());
+        let tasks: Vec<(usize, usize)> = (0..batch.len())
+            .flat_map(|pair| (0..self.heads).map(move |head| (pair, head)))
+            .collect();
+        // Per thread: this head's K and V made contiguous (len × d), and a score block.
+        let init = || (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f32>::new());
         tasks
             .into_par_iter()
-            .for_each_init(Vec::new, |scores, (pair, head, r0, n)| {
+            .for_each_init(init, |(k, v, scores), (pair, head)| {
                 let start = batch.offsets[pair];
                 let len = batch.offsets[pair + 1] - start;
-                scores.resize(n * len, 0.0);
-                let base = qkv[start * 3 * h..].as_ptr();
-                let out_row = if first_only { pair } else { start + r0 };
-                // SAFETY: Q rows r0..r0+n, K and V rows 0..len of this pair lie in
-                // `qkv` (asserted above); each task writes only its own rows and
-                // its head's columns of `ctx`, so writes never overlap.
-                unsafe {
-                    let q = base.add(r0 * 3 * h + head * d);
-                    let k = base.add(h + head * d);
-                    let v = base.add(2 * h + head * d);
-                    // scores (n × len) = scale · Q (n × d) · Kᵀ (d × len)
-                    gemm::gemm(
-                        n,
-                        len,
-                        d,
-                        scores.as_mut_ptr(),
-                        1,
-                        len as isize,
-                        false,
-                        q,
-                        1,
-                        3 * h as isize,
-                        k,
-                        3 * h as isize,
-                        1,
-                        0.0,
-                        scale,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    );
-                    for row in scores.chunks_exact_mut(len) {
-                        kernels::softmax(row);
+                let rows = if first_only { 1 } else { len };
+                let pair_qkv = &qkv[start * 3 * h..(start + len) * 3 * h];
+                // Gathering K and V once per head makes every block's matmul
+                // read dense memory instead of 64 floats out of each 3H row.
+                k.clear();
+                v.clear();
+                for row in pair_qkv.chunks_exact(3 * h) {
+                    k.extend_from_slice(&row[h + head * d..h + (head + 1) * d]);
+                    v.extend_from_slice(&row[2 * h + head * d..2 * h + (head + 1) * d]);
+                }
+                let block = (ATTENTION_BLOCK_ELEMENTS / len).max(ATTENTION_MIN_ROWS);
+                let mut r0 = 0;
+                while r0 < rows {
+                    let n = block.min(rows - r0);
+                    scores.resize(n * len, 0.0);
+                    let out_row = if first_only { pair } else { start + r0 };
+                    // SAFETY: Q rows r0..r0+n of this pair lie in `pair_qkv`, K
+                    // and V are len × d; each task writes only its own rows and
+                    // its head's columns of `ctx` (asserted large enough above),
+                    // so writes never overlap.
+                    unsafe {
+                        let q = pair_qkv.as_ptr().add(r0 * 3 * h + head * d);
+                        // scores (n × len) = scale · Q (n × d) · Kᵀ (d × len)
+                        gemm::gemm(
+                            n,
+                            len,
+                            d,
+                            scores.as_mut_ptr(),
+                            1,
+                            len as isize,
+                            false,
+                            q,
+                            1,
+                            3 * h as isize,
+                            k.as_ptr(),
+                            d as isize,
+                            1,
+                            0.0,
+                            scale,
+                            false,
+                            false,
+                            false,
+                            Parallelism::None,
+                        );
+                        for row in scores.chunks_exact_mut(len) {
+                            kernels::softmax(row);
+                        }
+                        // ctx (n × d, row stride H) = P (n × len) · V (len × d)
+                        gemm::gemm(
+                            n,
+                            d,
+                            len,
+                            out.ptr().add(out_row * h + head * d),
+                            1,
+                            h as isize,
+                            false,
+                            scores.as_ptr(),
+                            1,
+                            len as isize,
+                            v.as_ptr(),
+                            1,
+                            d as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            Parallelism::None,
+                        );
                     }
-                    // ctx (n × d, row stride H) = P (n × len) · V (len × d)
-                    gemm::gemm(
-                        n,
-                        d,
-                        len,
-                        out.ptr().add(out_row * h + head * d),
-                        1,
-                        h as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        len as isize,
-                        v,
-                        1,
-                        3 * h as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    );
+                    r0 += n;
                 }
             });
     }
