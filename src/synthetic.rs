@@ -144,18 +144,33 @@ fn uniform(len: usize, seed: u64, std: f32) -> Vec<f32> {
     v.par_chunks_mut(1 << 16)
         .enumerate()
         .for_each(|(c, chunk)| {
-            let mut state = seed ^ ((c as u64) << 32);
+            let mut rng = SplitMix64(seed ^ ((c as u64) << 32));
             for x in chunk {
-                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^= z >> 31;
-                let unit = (z >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
+                let unit = (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
                 *x = (unit * 2.0 - 1.0) * half_width;
             }
         });
     v
+}
+
+/// The splitmix64 generator: tiny, fast and reproducible for a seed, which
+/// is all synthetic weights and benchmark workloads need.
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
 }
 
 /// A model and tokenizer built in memory.

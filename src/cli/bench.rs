@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use rerank::{synthetic, ModelConfig, Reranker};
+use rerank::synthetic::{self, SplitMix64};
+use rerank::{ModelConfig, Reranker};
 
 use super::ModelArgs;
 
@@ -85,27 +86,11 @@ const WORKLOADS: [Workload; 5] = [
 /// Query length in tokens for every workload (a typical search query).
 const QUERY_TOKENS: usize = 16;
 
-/// Deterministic generator (splitmix64) so every run and the reference see the same pairs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 impl Workload {
     /// Texts of synthetic words, each one token with the synthetic tokenizer.
     fn pairs(&self, words: usize) -> Vec<(String, String)> {
-        let mut rng = Rng(0x5EED ^ self.count as u64 ^ (self.max_len as u64) << 20);
-        let text = |n: usize, rng: &mut Rng| {
+        let mut rng = SplitMix64(0x5EED ^ self.count as u64 ^ (self.max_len as u64) << 20);
+        let text = |n: usize, rng: &mut SplitMix64| {
             (0..n)
                 .map(|_| synthetic::word(rng.below(words)))
                 .collect::<Vec<_>>()
