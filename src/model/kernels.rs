@@ -1,5 +1,5 @@
-//! Element-wise CPU kernels for the f32 fast path: erf GELU, softmax and
-//! LayerNorm, fused and in place.
+//! Element-wise CPU kernels for the f32 fast path: erf GELU, online softmax
+//! and LayerNorm, fused and in place.
 //!
 //! They replace candle's `gelu_erf`, `softmax_last_dim`, `layer_norm` and the
 //! separate bias/residual additions, which run single-threaded (`unary_map`,
@@ -92,7 +92,11 @@ dispatch!(gelu_erf(xs: &mut [f32]) {
     }
 });
 
-dispatch!(softmax(row: &mut [f32]) {
+dispatch!(softmax_tile(row: &mut [f32], state: &mut [f32]) {
+    // One key block of an online softmax. state = [running max, running
+    // sum, correction]: exponentiates the row against the new max, rescales
+    // the sum, and leaves in state[2] the factor exp(old max - new max) by
+    // which what earlier blocks produced must be multiplied.
     let mut maxes = [f32::NEG_INFINITY; LANES];
     let mut chunks = row.chunks_exact(LANES);
     for c in &mut chunks {
@@ -100,7 +104,7 @@ dispatch!(softmax(row: &mut [f32]) {
             *m = m.max(v);
         }
     }
-    let mut max = chunks.remainder().iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let mut max = chunks.remainder().iter().fold(state[0], |a, &b| a.max(b));
     max = maxes.iter().fold(max, |a, &b| a.max(b));
     let mut sums = [0f32; LANES];
     let mut chunks = row.chunks_exact_mut(LANES);
@@ -116,10 +120,10 @@ dispatch!(softmax(row: &mut [f32]) {
         sum += *v;
     }
     sum += sums.iter().sum::<f32>();
-    let inv = 1.0 / sum;
-    for v in row.iter_mut() {
-        *v *= inv;
-    }
+    let correction = if state[0] == f32::NEG_INFINITY { 0.0 } else { exp_nonpositive(state[0] - max) };
+    state[0] = max;
+    state[1] = state[1] * correction + sum;
+    state[2] = correction;
 });
 
 dispatch!(layer_norm(row: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
@@ -185,8 +189,11 @@ mod tests {
         let row: Vec<f32> = (0..37)
             .map(|i| ((i * 7) % 11) as f32 * 0.37 - 2.0)
             .collect();
+        // One tile from a fresh state is the plain softmax, up to the sum.
         let mut s = row.clone();
-        softmax(&mut s);
+        let mut state = [f32::NEG_INFINITY, 0.0, 0.0];
+        softmax_tile(&mut s, &mut state);
+        s.iter_mut().for_each(|v| *v /= state[1]);
         let max = row.iter().cloned().fold(f32::MIN, f32::max);
         let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
         for (a, v) in s.iter().zip(&row) {
