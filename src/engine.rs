@@ -13,7 +13,7 @@ use candle_nn::VarBuilder;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::model::{
-    CpuF32Model, Model, PackedBatch, WeightSource, XlmRobertaForSequenceClassification,
+    CpuModel, Model, PackedBatch, Precision, WeightSource, XlmRobertaForSequenceClassification,
 };
 use crate::tokenize::{EncodedPair, PairEncoder, Side, Truncation, TruncationParams};
 
@@ -57,6 +57,8 @@ pub enum Dtype {
     F32,
     F16,
     Bf16,
+    /// int8 weights and activations in the encoder's linear layers (CPU only).
+    Int8,
 }
 
 impl FromStr for Dtype {
@@ -66,8 +68,9 @@ impl FromStr for Dtype {
             "f32" | "float32" | "fp32" => Ok(Self::F32),
             "f16" | "float16" | "fp16" => Ok(Self::F16),
             "bf16" | "bfloat16" => Ok(Self::Bf16),
+            "int8" | "i8" | "qint8" => Ok(Self::Int8),
             _ => Err(Error::InvalidOption(format!(
-                "unknown dtype {s:?}; use f32, f16 or bf16"
+                "unknown dtype {s:?}; use f32, f16, bf16 or int8"
             ))),
         }
     }
@@ -79,6 +82,7 @@ impl std::fmt::Display for Dtype {
             Self::F32 => "f32",
             Self::F16 => "f16",
             Self::Bf16 => "bf16",
+            Self::Int8 => "int8",
         })
     }
 }
@@ -92,11 +96,25 @@ impl Dtype {
         }
     }
 
-    fn candle(self) -> DType {
+    /// candle's dtype; int8 has none (it runs only in the CPU model).
+    fn candle(self) -> Result<DType> {
         match self {
-            Self::F32 => DType::F32,
-            Self::F16 => DType::F16,
-            Self::Bf16 => DType::BF16,
+            Self::F32 => Ok(DType::F32),
+            Self::F16 => Ok(DType::F16),
+            Self::Bf16 => Ok(DType::BF16),
+            Self::Int8 => Err(Error::Unavailable(
+                "int8 runs only on CPU from model.safetensors; use --device cpu, or --dtype f16 on CUDA".into(),
+            )),
+        }
+    }
+
+    /// The hand-written CPU model's precision for this dtype, if it has one.
+    pub fn cpu_precision(self) -> Option<Precision> {
+        match self {
+            Self::F32 => Some(Precision::F32),
+            Self::Bf16 => Some(Precision::Bf16),
+            Self::Int8 => Some(Precision::Int8),
+            Self::F16 => None,
         }
     }
 }
@@ -236,14 +254,17 @@ impl Reranker {
             .weights
             .extension()
             .is_some_and(|e| e == "safetensors");
-        let model = if device.is_cpu() && dtype == Dtype::F32 && is_safetensors && !options.portable
-        {
-            Model::CpuF32(Box::new(CpuF32Model::load(
+        let cpu_precision = dtype.cpu_precision().filter(|&p| {
+            device.is_cpu() && is_safetensors && !(options.portable && p == Precision::F32)
+        });
+        let model = if let Some(precision) = cpu_precision {
+            Model::Cpu(Box::new(CpuModel::load(
                 &WeightSource::map(&files.weights)?,
                 &config,
+                precision,
             )?))
         } else {
-            let vb = weights(&files.weights, dtype.candle(), &device)?;
+            let vb = weights(&files.weights, dtype.candle()?, &device)?;
             Model::Candle(Box::new(
                 XlmRobertaForSequenceClassification::load(vb, &config).map_err(|e| {
                     Error::Weights {
@@ -379,6 +400,33 @@ impl Reranker {
         self.model.forward(&batch)
     }
 
+    /// Raw logits and each pair's final `<s>` hidden state (what the
+    /// classification head reads), in input order; batched as
+    /// [`Reranker::logits`]. For accuracy checks of bf16/int8 against f32;
+    /// only the hand-written CPU model exposes hidden states.
+    pub fn logits_and_hidden<P: AsRef<[u32]> + Sync>(
+        &self,
+        pairs: &[P],
+    ) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+        let lens: Vec<usize> = pairs.iter().map(|p| p.as_ref().len()).collect();
+        let (mut logits, mut hidden) = (vec![0f32; pairs.len()], vec![Vec::new(); pairs.len()]);
+        let h = self.config.hidden_size;
+        for batch in plan_batches(
+            &lens,
+            self.options.batch_size,
+            self.options.max_batch_tokens,
+        ) {
+            let ids: Vec<&[u32]> = batch.iter().map(|&i| pairs[i].as_ref()).collect();
+            let packed = PackedBatch::new(&ids, self.model.pad_token_id());
+            let (l, states) = self.model.forward_hidden(&packed)?;
+            for ((&i, l), state) in batch.iter().zip(l).zip(states.chunks_exact(h)) {
+                logits[i] = l;
+                hidden[i] = state.to_vec();
+            }
+        }
+        Ok((logits, hidden))
+    }
+
     fn transform(&self, mut logits: Vec<f32>) -> Vec<f32> {
         if !self.options.raw_scores {
             logits.iter_mut().for_each(|x| *x = sigmoid(*x));
@@ -478,10 +526,9 @@ fn make_device(kind: DeviceKind) -> Result<Device> {
 }
 
 fn check_dtype(dtype: Dtype, device: &Device) -> Result<()> {
-    // candle's CPU matmul has no bf16 kernel.
-    if device.is_cpu() && dtype == Dtype::Bf16 {
+    if !device.is_cpu() && dtype == Dtype::Int8 {
         return Err(Error::Unavailable(
-            "bf16 is not supported on CPU; use --dtype f32 (default) or f16".into(),
+            "int8 runs only on CPU; use --device cpu, or --dtype f16 on CUDA".into(),
         ));
     }
     Ok(())

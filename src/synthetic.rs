@@ -11,8 +11,9 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use crate::config::ModelConfig;
+use crate::engine::Dtype;
 use crate::error::{Error, Result};
-use crate::model::{CpuF32Model, Model, WeightSource, XlmRobertaForSequenceClassification};
+use crate::model::{CpuModel, Model, WeightSource, XlmRobertaForSequenceClassification};
 use crate::tokenize::PairEncoder;
 
 /// Ids of the special tokens, as in XLM-R.
@@ -173,10 +174,11 @@ impl SplitMix64 {
     }
 }
 
-/// A model and tokenizer built in memory.
-pub fn build(cfg: &ModelConfig, seed: u64, dtype: DType) -> Result<(Model, PairEncoder)> {
+/// A model and tokenizer built in memory: the hand-written CPU model for
+/// f32/bf16/int8, candle's for f16.
+pub fn build(cfg: &ModelConfig, seed: u64, dtype: Dtype) -> Result<(Model, PairEncoder)> {
     let tensors = weights(cfg, seed)?;
-    let model = if dtype == DType::F32 {
+    let model = if let Some(precision) = dtype.cpu_precision() {
         let memory = tensors
             .into_iter()
             .map(|(name, t)| {
@@ -184,12 +186,13 @@ pub fn build(cfg: &ModelConfig, seed: u64, dtype: DType) -> Result<(Model, PairE
                 Ok((name, (shape, t.flatten_all()?.to_vec1::<f32>()?)))
             })
             .collect::<Result<HashMap<_, _>>>()?;
-        Model::CpuF32(Box::new(CpuF32Model::load(
+        Model::Cpu(Box::new(CpuModel::load(
             &WeightSource::Memory(memory),
             cfg,
+            precision,
         )?))
     } else {
-        let vb = VarBuilder::from_tensors(tensors, dtype, &Device::Cpu);
+        let vb = VarBuilder::from_tensors(tensors, DType::F16, &Device::Cpu);
         Model::Candle(Box::new(XlmRobertaForSequenceClassification::load(
             vb, cfg,
         )?))

@@ -168,17 +168,23 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let reranker = if args.synthetic {
         let options = args.model.options();
         let dtype = options.dtype.unwrap_or(rerank::Dtype::F32);
-        let candle_dtype = match dtype {
-            rerank::Dtype::F32 => candle_core::DType::F32,
-            rerank::Dtype::F16 => candle_core::DType::F16,
-            rerank::Dtype::Bf16 => bail!("bf16 is not supported on CPU"),
-        };
-        let (model, encoder) = synthetic::build(&cfg, 42, candle_dtype)?;
+        let (model, encoder) = synthetic::build(&cfg, 42, dtype)?;
         Reranker::from_parts(model, encoder, cfg.clone(), options)?
     } else {
         args.model.load()?
     };
     let load_time = start.elapsed();
+    // bf16 / int8 are checked against f32 on the same weights and pairs.
+    let f32_reference = if reranker.dtype() == rerank::Dtype::F32 {
+        None
+    } else if args.synthetic {
+        let (model, encoder) = synthetic::build(&cfg, 42, rerank::Dtype::F32)?;
+        let mut options = args.model.options();
+        options.dtype = Some(rerank::Dtype::F32);
+        Some(Reranker::from_parts(model, encoder, cfg.clone(), options)?)
+    } else {
+        Some(args.model.load_with_dtype(rerank::Dtype::F32)?)
+    };
     let threads = candle_core::utils::get_num_threads();
     let cfg = reranker.config().clone();
     println!(
@@ -244,6 +250,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         let med = median(times.clone()).as_secs_f64();
         let peak = peak_rss().unwrap_or(0);
+        let accuracy = match &f32_reference {
+            Some(f32_model) => Some(accuracy(&reranker, f32_model, &pairs)?),
+            None => None,
+        };
         println!(
             "{:<14} {:>6} {:>8} {:>10.3} {:>9.2} {:>10.0} {:>9.1} {:>10.2}",
             w.name,
@@ -255,7 +265,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             total_flops / med / 1e9,
             gib(peak)
         );
+        if let Some(a) = &accuracy {
+            println!(
+                "{:<14} vs f32: max relative L2 error of the <s> hidden state {:.2e} (mean {:.2e}), max |score - f32 score| {:.2e}",
+                "", a.max_rel_l2, a.mean_rel_l2, a.max_score_diff
+            );
+        }
         results.push(serde_json::json!({
+            "accuracy_vs_f32": accuracy.as_ref().map(|a| serde_json::json!({
+                "max_rel_l2_hidden": a.max_rel_l2, "mean_rel_l2_hidden": a.mean_rel_l2,
+                "max_abs_score_diff": a.max_score_diff,
+            })),
             "workload": w.name, "pairs": pairs.len(), "tokens": tokens,
             "runs_s": times.iter().map(|t| t.as_secs_f64()).collect::<Vec<_>>(),
             "median_s": med, "pairs_per_s": pairs.len() as f64 / med,
@@ -271,6 +291,44 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
     }
     Ok(())
+}
+
+/// How far a bf16/int8 model is from the f32 one on the same pairs.
+struct Accuracy {
+    /// Relative L2 error of each pair's final `<s>` hidden state: max and mean over pairs.
+    max_rel_l2: f64,
+    mean_rel_l2: f64,
+    /// Largest |sigmoid score − f32 sigmoid score|.
+    max_score_diff: f64,
+}
+
+fn accuracy(
+    model: &Reranker,
+    f32_model: &Reranker,
+    pairs: &[(String, String)],
+) -> Result<Accuracy> {
+    let encoded = model.encode_pairs(pairs)?;
+    let (logits, hidden) = model.logits_and_hidden(&encoded)?;
+    let (logits_ref, hidden_ref) = f32_model.logits_and_hidden(&encoded)?;
+    let rel: Vec<f64> = hidden
+        .iter()
+        .zip(&hidden_ref)
+        .map(|(h, r)| {
+            let err: f64 = h.iter().zip(r).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+            let norm: f64 = r.iter().map(|b| (*b as f64).powi(2)).sum();
+            (err / norm.max(f64::MIN_POSITIVE)).sqrt()
+        })
+        .collect();
+    let max_score_diff = logits
+        .iter()
+        .zip(&logits_ref)
+        .map(|(a, b)| (rerank::engine::sigmoid(*a) - rerank::engine::sigmoid(*b)).abs() as f64)
+        .fold(0.0, f64::max);
+    Ok(Accuracy {
+        max_rel_l2: rel.iter().cloned().fold(0.0, f64::max),
+        mean_rel_l2: rel.iter().sum::<f64>() / rel.len().max(1) as f64,
+        max_score_diff,
+    })
 }
 
 /// GFLOP/s of candle's f32 matmul on the encoder's largest shape (median of 5).

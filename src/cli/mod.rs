@@ -37,7 +37,7 @@ pub struct ModelArgs {
     /// Most padded tokens per forward pass (bounds memory).
     #[arg(long, env = "RERANK_MAX_BATCH_TOKENS", default_value_t = rerank::engine::DEFAULT_MAX_BATCH_TOKENS)]
     pub max_batch_tokens: usize,
-    /// f32, f16 or bf16 [default: f32 on cpu, f16 on cuda].
+    /// f32, f16, bf16 or int8 (CPU only) [default: f32 on cpu, f16 on cuda].
     #[arg(long, env = "RERANK_DTYPE", value_parser = parse::<Dtype>)]
     pub dtype: Option<Dtype>,
     /// cpu, cuda or cuda:N.
@@ -97,6 +97,17 @@ impl ModelArgs {
         }
         let resolved = self.resolve()?;
         Reranker::load_files(&resolved.files, self.options())
+            .with_context(|| format!("cannot load the model {}", self.model))
+    }
+
+    /// [`ModelArgs::load`] with another dtype (e.g. an f32 baseline).
+    pub fn load_with_dtype(&self, dtype: Dtype) -> Result<Reranker> {
+        let resolved = self.resolve()?;
+        let options = RerankerOptions {
+            dtype: Some(dtype),
+            ..self.options()
+        };
+        Reranker::load_files(&resolved.files, options)
             .with_context(|| format!("cannot load the model {}", self.model))
     }
 }

@@ -1,20 +1,35 @@
 //! Model architectures. One file per architecture; names follow the checkpoints.
 //!
 //! Two implementations of the same graph: [`XlmRobertaForSequenceClassification`]
-//! in candle (every device and dtype) and [`CpuF32Model`], hand-written for
-//! f32 on CPU where it is measurably faster (see `cpu_f32.rs`).
+//! in candle (every device, f32/f16/bf16) and [`CpuModel`], hand-written for
+//! the CPU where it is measurably faster (see `cpu.rs`), with its encoder's
+//! linear layers in f32, bf16 (`gemm_bf16.rs`) or int8 (`qgemm_i8.rs`).
 
-mod cpu_f32;
+mod cpu;
+pub mod gemm_bf16;
 mod kernels;
+pub mod qgemm_i8;
 mod xlm_roberta;
 
-pub use cpu_f32::{CpuF32Model, WeightSource};
+/// Arithmetic of the encoder's linear layers in [`CpuModel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 weights and activations (the reference's arithmetic).
+    F32,
+    /// bf16 weights and activations, f32 accumulation.
+    Bf16,
+    /// int8 weights (symmetric, per output channel), u8 activations
+    /// (asymmetric, per row), i32 accumulation.
+    Int8,
+}
+
+pub use cpu::{CpuModel, WeightSource};
 pub use xlm_roberta::{PackedBatch, XlmRobertaForSequenceClassification};
 
 /// A loaded model, whichever implementation runs it.
 pub enum Model {
     Candle(Box<XlmRobertaForSequenceClassification>),
-    CpuF32(Box<CpuF32Model>),
+    Cpu(Box<CpuModel>),
 }
 
 impl Model {
@@ -22,7 +37,7 @@ impl Model {
     pub fn forward(&self, batch: &PackedBatch) -> crate::Result<Vec<f32>> {
         match self {
             Self::Candle(m) => Ok(m.forward(batch)?),
-            Self::CpuF32(m) => Ok(m.forward(batch)),
+            Self::Cpu(m) => Ok(m.forward(batch)),
         }
     }
 
@@ -30,7 +45,18 @@ impl Model {
     pub fn pad_token_id(&self) -> u32 {
         match self {
             Self::Candle(m) => m.pad_token_id(),
-            Self::CpuF32(m) => m.pad_token_id(),
+            Self::Cpu(m) => m.pad_token_id(),
+        }
+    }
+
+    /// Logits and the final `<s>` hidden states (pairs × hidden), for
+    /// accuracy checks of the low-precision paths; CPU model only.
+    pub fn forward_hidden(&self, batch: &PackedBatch) -> crate::Result<(Vec<f32>, Vec<f32>)> {
+        match self {
+            Self::Candle(_) => Err(crate::Error::Unavailable(
+                "hidden states are only exposed by the CPU model (f32, bf16, int8)".into(),
+            )),
+            Self::Cpu(m) => Ok(m.forward_hidden(batch)),
         }
     }
 
@@ -38,7 +64,11 @@ impl Model {
     pub fn implementation(&self) -> &'static str {
         match self {
             Self::Candle(_) => "candle",
-            Self::CpuF32(_) => "cpu-f32",
+            Self::Cpu(m) => match m.precision() {
+                Precision::F32 => "cpu-f32",
+                Precision::Bf16 => "cpu-bf16",
+                Precision::Int8 => "cpu-int8",
+            },
         }
     }
 }

@@ -25,8 +25,10 @@ use std::sync::Arc;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::gemm_bf16::{matmul_bf16, PackedBf16};
 use super::kernels;
-use super::PackedBatch;
+use super::qgemm_i8::{matmul_i8, quantize_rows, PackedI8, QuantRows};
+use super::{PackedBatch, Precision};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 
@@ -48,6 +50,30 @@ enum Buf {
 }
 
 impl Buf {
+    /// Gives the data back: owned memory is freed, mapped pages are dropped
+    /// from this process's resident set (the file stays mapped).
+    fn release(&mut self) {
+        if let Self::Mapped { map, offset, len } = self {
+            // Whole pages inside the tensor only: neighbours stay untouched.
+            let page = 4096;
+            let start = offset.next_multiple_of(page);
+            let end = (*offset + *len * 4) / page * page;
+            if end > start {
+                // SAFETY: a read-only file mapping; dropped pages are read
+                // from the file again if anything touches them, and nothing
+                // reads this tensor once it is packed.
+                let _ = unsafe {
+                    map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start,
+                        end - start,
+                    )
+                };
+            }
+        }
+        *self = Self::Owned(Vec::new());
+    }
+
     fn as_slice(&self) -> &[f32] {
         match self {
             // SAFETY: offset and len were checked against the map and for
@@ -196,6 +222,16 @@ struct Linear {
     bias: Buf,
     in_dim: usize,
     out_dim: usize,
+    /// The weights in the kernel's own format when the layer does not run
+    /// in f32 (`weight` is then released).
+    packed: Packed,
+}
+
+/// Weights converted for a low-precision kernel.
+enum Packed {
+    F32,
+    Bf16(PackedBf16),
+    Int8(PackedI8),
 }
 
 impl Linear {
@@ -205,7 +241,40 @@ impl Linear {
             bias: t.get(&format!("{prefix}.bias"), &[out_dim])?,
             in_dim,
             out_dim,
+            packed: Packed::F32,
         })
+    }
+
+    /// Converts the weights for `precision`'s kernel and releases the f32 ones.
+    fn pack(mut self, precision: Precision) -> Self {
+        let w = self.weight.as_slice();
+        self.packed = match precision {
+            Precision::F32 => return self,
+            Precision::Bf16 => Packed::Bf16(PackedBf16::pack(w, self.out_dim, self.in_dim)),
+            Precision::Int8 => Packed::Int8(PackedI8::quantize(w, self.out_dim, self.in_dim)),
+        };
+        self.weight.release();
+        self
+    }
+
+    /// Q, K and V as one (3H × H) layer: one pass over the input instead of
+    /// three, which matters when that pass also converts it (bf16, int8).
+    fn fused(mut parts: Vec<Linear>, precision: Precision) -> Self {
+        let (in_dim, out_dim) = (parts[0].in_dim, parts.iter().map(|l| l.out_dim).sum());
+        let cat = |parts: &[Linear], f: fn(&Linear) -> &[f32]| {
+            parts.iter().flat_map(|l| f(l).iter().copied()).collect()
+        };
+        let weight = Buf::Owned(cat(&parts, |l| l.weight.as_slice()));
+        let bias = Buf::Owned(cat(&parts, |l| l.bias.as_slice()));
+        parts.iter_mut().for_each(|l| l.weight.release());
+        Self {
+            weight,
+            bias,
+            in_dim,
+            out_dim,
+            packed: Packed::F32,
+        }
+        .pack(precision)
     }
 
     /// `dst[r] (+)= x[r] · Wᵀ` for `rows` rows; `dst` has row stride `dst_rs`
@@ -224,6 +293,15 @@ impl Linear {
         }
         assert!(dst.len() >= (rows - 1) * dst_rs + self.out_dim);
         assert!(x.len() >= (rows - 1) * x_rs + self.in_dim);
+        match &self.packed {
+            Packed::F32 => {}
+            Packed::Bf16(w) => return matmul_bf16(dst, dst_rs, x, x_rs, rows, w, accumulate),
+            Packed::Int8(w) => {
+                let mut q = QuantRows::default();
+                quantize_rows(x, x_rs, rows, self.in_dim, &mut q);
+                return matmul_i8(dst, dst_rs, &q, w, rows, accumulate);
+            }
+        }
         let w = self.weight.as_slice();
         // SAFETY: the bounds of all three operands are asserted above; W is
         // read as the (in × out) matrix Wᵀ through its strides.
@@ -293,9 +371,10 @@ impl LayerNorm {
 
 /// `roberta.encoder.layer.N`
 struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    /// Q, K, V as three f32 layers writing side by side...
+    qkv_parts: Vec<Linear>,
+    /// ...or as one fused low-precision layer.
+    qkv: Option<Linear>,
     attention_output: Linear,
     attention_norm: LayerNorm,
     intermediate: Linear,
@@ -304,7 +383,7 @@ struct Layer {
 }
 
 /// The whole cross-encoder on CPU in f32.
-pub struct CpuF32Model {
+pub struct CpuModel {
     word_embeddings: Buf,
     position_embeddings: Buf,
     token_type: Vec<f32>,
@@ -317,6 +396,7 @@ pub struct CpuF32Model {
     heads: usize,
     eps: f32,
     pad_token_id: u32,
+    precision: Precision,
 }
 
 /// A raw pointer that tasks writing disjoint parts of one buffer may share.
@@ -333,31 +413,42 @@ impl SharedMut {
     }
 }
 
-impl CpuF32Model {
+impl CpuModel {
     /// Loads the weights (tensor names as in the checkpoint).
-    pub fn load(source: &WeightSource, cfg: &ModelConfig) -> Result<Self> {
+    /// The encoder's linear layers run in `precision`; embeddings, LayerNorm,
+    /// attention and the classification head always run in f32.
+    pub fn load(source: &WeightSource, cfg: &ModelConfig, precision: Precision) -> Result<Self> {
         let t = source.tensors()?;
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         let layers = (0..cfg.num_hidden_layers)
             .map(|n| {
                 let p = format!("roberta.encoder.layer.{n}");
+                let qkv_parts = ["query", "key", "value"]
+                    .iter()
+                    .map(|n| Linear::load(&t, &format!("{p}.attention.self.{n}"), h, h))
+                    .collect::<Result<Vec<_>>>()?;
+                let (qkv_parts, qkv) = match precision {
+                    Precision::F32 => (qkv_parts, None),
+                    _ => (Vec::new(), Some(Linear::fused(qkv_parts, precision))),
+                };
                 Ok(Layer {
-                    query: Linear::load(&t, &format!("{p}.attention.self.query"), h, h)?,
-                    key: Linear::load(&t, &format!("{p}.attention.self.key"), h, h)?,
-                    value: Linear::load(&t, &format!("{p}.attention.self.value"), h, h)?,
+                    qkv_parts,
+                    qkv,
                     attention_output: Linear::load(
                         &t,
                         &format!("{p}.attention.output.dense"),
                         h,
                         h,
-                    )?,
+                    )?
+                    .pack(precision),
                     attention_norm: LayerNorm::load(
                         &t,
                         &format!("{p}.attention.output.LayerNorm"),
                         h,
                     )?,
-                    intermediate: Linear::load(&t, &format!("{p}.intermediate.dense"), h, i)?,
-                    output: Linear::load(&t, &format!("{p}.output.dense"), i, h)?,
+                    intermediate: Linear::load(&t, &format!("{p}.intermediate.dense"), h, i)?
+                        .pack(precision),
+                    output: Linear::load(&t, &format!("{p}.output.dense"), i, h)?.pack(precision),
                     output_norm: LayerNorm::load(&t, &format!("{p}.output.LayerNorm"), h)?,
                 })
             })
@@ -385,7 +476,13 @@ impl CpuF32Model {
             heads: cfg.num_attention_heads,
             eps: cfg.layer_norm_eps as f32,
             pad_token_id: cfg.pad_token_id as u32,
+            precision,
         })
+    }
+
+    /// The arithmetic of the encoder's linear layers.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The pad token id, needed to build position ids.
@@ -395,9 +492,16 @@ impl CpuF32Model {
 
     /// One raw logit per pair, in batch order.
     pub fn forward(&self, batch: &PackedBatch) -> Vec<f32> {
+        self.forward_hidden(batch).0
+    }
+
+    /// One raw logit per pair, and the final hidden state of each pair's
+    /// `<s>` token (pairs × hidden, what the classification head reads), in
+    /// batch order.
+    pub fn forward_hidden(&self, batch: &PackedBatch) -> (Vec<f32>, Vec<f32>) {
         let pairs = batch.len();
         if pairs == 0 {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         let (h, inter) = (self.hidden, self.intermediate);
         let tokens = batch.ids.len();
@@ -412,10 +516,11 @@ impl CpuF32Model {
             let first_only = n == last;
             let rows = if first_only { pairs } else { tokens };
             // Q, K, V for every token, side by side in one (tokens × 3H) buffer.
-            for (k, lin) in [&layer.query, &layer.key, &layer.value]
-                .into_iter()
-                .enumerate()
-            {
+            if let Some(lin) = &layer.qkv {
+                lin.fill_bias(&mut qkv, 3 * h, tokens);
+                lin.matmul(&mut qkv, 3 * h, &x, h, tokens, true);
+            }
+            for (k, lin) in layer.qkv_parts.iter().enumerate() {
                 lin.fill_bias(&mut qkv[k * h..], 3 * h, tokens);
                 lin.matmul(&mut qkv[k * h..], 3 * h, &x, h, tokens, true);
             }
@@ -475,7 +580,8 @@ impl CpuF32Model {
         self.classifier_out.fill_bias(&mut logits, 1, pairs);
         self.classifier_out
             .matmul(&mut logits, 1, &dense, h, pairs, true);
-        logits
+        x.truncate(pairs * h);
+        (logits, x)
     }
 
     /// word + position + token type embeddings, then LayerNorm.
