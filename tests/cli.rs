@@ -920,3 +920,49 @@ fn a_model_the_hub_does_not_have_is_reported() {
         &["model test/other", "HTTP 404", "check the model id"],
     );
 }
+
+#[test]
+fn rank_with_int8_and_bf16_equals_the_library_and_unknown_dtypes_are_usage_errors() {
+    let home = TempDir::new().unwrap();
+    for dtype in [rerank::Dtype::Int8, rerank::Dtype::Bf16] {
+        let out = rerank(home.path())
+            .args(["rank", "--json", "--model", &fixture(), "--query", QUERY])
+            .args(["--dtype", &dtype.to_string()])
+            .args(PASSAGES)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let items: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+        let want = library(RerankerOptions {
+            dtype: Some(dtype),
+            ..Default::default()
+        })
+        .rank(QUERY, &PASSAGES, None)
+        .unwrap();
+        assert_eq!(items.len(), want.len());
+        for (item, want) in items.iter().zip(&want) {
+            assert_eq!(item["index"].as_u64().unwrap() as usize, want.index);
+            let got = item["score"].as_f64().unwrap() as f32;
+            assert!(
+                (got - want.score).abs() <= 1e-6,
+                "{dtype}: {got} vs {}",
+                want.score
+            );
+        }
+    }
+    let out = rerank(home.path())
+        .args([
+            "rank",
+            "--model",
+            &fixture(),
+            "--dtype",
+            "int4",
+            "--query",
+            QUERY,
+        ])
+        .args(PASSAGES)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("int8"));
+}

@@ -161,8 +161,10 @@ fn bad_options_are_refused() {
             truncation: rerank::Truncation::OnlySecond,
             ..Default::default()
         },
+        // int8 is CPU-only.
         RerankerOptions {
-            dtype: Some(rerank::Dtype::Bf16),
+            dtype: Some(rerank::Dtype::Int8),
+            device: rerank::DeviceKind::Cuda(0),
             ..Default::default()
         },
     ];

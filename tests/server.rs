@@ -620,3 +620,26 @@ fn inconsistent_limits_are_refused() {
     .expect("refused");
     assert!(err.to_string().contains("max-queued-pairs"), "{err}");
 }
+
+#[tokio::test]
+async fn int8_and_bf16_models_serve_their_own_scores_and_say_so_in_info() {
+    for dtype in [rerank::Dtype::Int8, rerank::Dtype::Bf16] {
+        let rr = tiny(RerankerOptions {
+            dtype: Some(dtype),
+            ..RerankerOptions::default()
+        });
+        let state = AppState::new(
+            rerank::server::ServedModel::from_reranker("tiny", rr.clone()),
+            ServerConfig::default(),
+        )
+        .expect("valid state");
+        let info = get(&state, "/info").await.json();
+        assert_eq!(info["model_dtype"], dtype.to_string());
+        let texts = texts();
+        let body = serde_json::json!({"query": QUERY, "texts": texts}).to_string();
+        let a = post(&state, "/rerank", body).await;
+        assert_eq!(a.status, StatusCode::OK);
+        let got = tei_scores(&a.json(), texts.len());
+        assert_close(&got, &library_scores(&rr, QUERY, &texts), 1e-5, "sigmoid");
+    }
+}

@@ -1,8 +1,11 @@
-//! Hand-written f32 CPU forward pass of `XLMRobertaForSequenceClassification`.
+//! Hand-written CPU forward pass of `XLMRobertaForSequenceClassification`.
 //!
-//! It computes exactly what [`super::XlmRobertaForSequenceClassification`]
-//! (candle) computes, and replaces it on CPU in f32 because it is measurably
-//! faster and leaner (see BENCHMARKS.md):
+//! In f32 it computes exactly what [`super::XlmRobertaForSequenceClassification`]
+//! (candle) computes, and replaces it on CPU because it is measurably
+//! faster and leaner (see BENCHMARKS.md); with [`Precision::Bf16`] or
+//! [`Precision::Int8`] only the encoder's linear layers change (see
+//! `gemm_bf16.rs`, `qgemm_i8.rs`), Q/K/V then fused into one layer so the
+//! input is converted once:
 //! - weights stay in the memory-mapped safetensors file (no copy: fast start,
 //!   RSS = the pages touched), read in place by the `gemm` crate (the same
 //!   matmul kernels candle uses) through strides, so no weight is transposed
@@ -418,6 +421,20 @@ impl CpuModel {
     /// The encoder's linear layers run in `precision`; embeddings, LayerNorm,
     /// attention and the classification head always run in f32.
     pub fn load(source: &WeightSource, cfg: &ModelConfig, precision: Precision) -> Result<Self> {
+        match precision {
+            Precision::Int8 if !super::qgemm_i8::vnni_available() => tracing::warn!(
+                "this CPU has no AVX512-VNNI: int8 runs a portable kernel that is slower than f32"
+            ),
+            Precision::Bf16
+                if super::gemm_bf16::detected_kernel() != super::gemm_bf16::Bf16Kernel::Amx =>
+            {
+                tracing::warn!(
+                    "this CPU has no AMX (or the kernel refused it): bf16 runs the {:?} kernel, slower than f32",
+                    super::gemm_bf16::detected_kernel()
+                )
+            }
+            _ => {}
+        }
         let t = source.tensors()?;
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         let layers = (0..cfg.num_hidden_layers)
