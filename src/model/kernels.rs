@@ -51,7 +51,8 @@ fn exp_nonpositive(x: f32) -> f32 {
     let x = x.max(-87.0);
     // Round to nearest by the 1.5·2^23 trick: branch-free and vectorizable.
     const MAGIC: f32 = 12582912.0;
-    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
     // r = x - n·ln2, in two parts for precision (Cody–Waite).
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let p = 1.0
@@ -59,7 +60,12 @@ fn exp_nonpositive(x: f32) -> f32 {
             + r * (0.5
                 + r * (0.166_666_67
                     + r * (0.041_666_83 + r * (0.008_333_452 + r * 0.001_388_89)))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from t's bits: its low mantissa bits hold n (t = 1.5·2^23 + n), so
+    // adding the exponent bias and shifting into the exponent field builds
+    // 2^n with integer ops only (x ≥ -87 keeps n + 127 in 1..=127). Replaces
+    // `n as i32`, whose saturating conversion LLVM does not vectorize: it
+    // made this loop scalar and softmax 30 % of a 4096-token pair's time.
+    let scale = f32::from_bits(t.to_bits().wrapping_add(127) << 23);
     p * scale
 }
 
