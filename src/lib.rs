@@ -24,7 +24,9 @@
 //! # Layout
 //! - [`config`]: `config.json` → validated [`ModelConfig`].
 //! - [`tokenize`]: pair encoding and the truncation strategies of the reference tools.
-//! - [`model`]: the forward pass (candle), packed batches without padding.
+//! - [`model`]: the forward pass: candle (every device) and the hand-written CPU model with
+//!   f32 / bf16 / int8 linear layers and their kernels (AMX, AVX-512, AVX2, portable); packed
+//!   batches without padding.
 //! - [`engine`]: [`Reranker`]: load → score / rank; length-sorted batching; score transforms.
 //! - [`synthetic`]: random-weight models with real shapes, for benchmarks.
 //! - [`hub`]: a model id or directory → files; the Hugging Face cache; downloads.
