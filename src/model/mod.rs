@@ -5,6 +5,7 @@
 //! the CPU where it is measurably faster (see `cpu.rs`), with its encoder's
 //! linear layers in f32, bf16 (`gemm_bf16.rs`) or int8 (`qgemm_i8.rs`).
 
+mod amx;
 mod cpu;
 pub mod gemm_bf16;
 mod kernels;

@@ -1266,62 +1266,12 @@ mod amx {
     use super::{avx512, PackedI8, QuantRows, SendPtr, Tile, AMX_KG};
     use std::arch::asm;
 
-    /// Checks CPUID / XCR0 for AMX-TILE + AMX-INT8 and asks Linux for permission to use the
-    /// tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`; the
-    /// permission is per process).
     #[cfg(target_os = "linux")]
     pub(super) fn detect_and_enable() -> bool {
-        use std::arch::x86_64::{__cpuid_count, _xgetbv};
-        let l0 = __cpuid_count(0, 0);
-        if l0.eax < 7 {
-            return false;
-        }
-        let l7 = __cpuid_count(7, 0);
-        let amx_tile = (l7.edx >> 24) & 1 == 1;
-        let amx_int8 = (l7.edx >> 25) & 1 == 1;
-        let osxsave = (__cpuid_count(1, 0).ecx >> 27) & 1 == 1;
-        if !(amx_tile && amx_int8 && osxsave) {
-            return false;
-        }
-        // SAFETY: OSXSAVE is set, so XGETBV is enabled.
-        let xcr0 = unsafe { _xgetbv(0) };
-        // XTILECFG (bit 17) and XTILEDATA (bit 18) enabled by the OS.
-        if xcr0 & (0b11 << 17) != (0b11 << 17) {
-            return false;
-        }
-        const SYS_ARCH_PRCTL: i64 = 158;
-        const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
-        const XFEATURE_XTILEDATA: i64 = 18;
-        let ret: i64;
-        // SAFETY: plain Linux syscall with integer arguments; rcx/r11 are clobbered.
-        unsafe {
-            asm!(
-                "syscall",
-                inlateout("rax") SYS_ARCH_PRCTL => ret,
-                in("rdi") ARCH_REQ_XCOMP_PERM,
-                in("rsi") XFEATURE_XTILEDATA,
-                lateout("rcx") _,
-                lateout("r11") _,
-                options(nostack),
-            );
-        }
-        ret == 0
+        crate::model::amx::detect_and_enable(crate::model::amx::AmxFeature::Int8)
     }
 
-    #[repr(C, align(64))]
-    struct TileCfg([u8; 64]);
-
-    /// Palette 1, tmm0..tmm7 all 16 rows × 64 bytes (C: 16 × 16 i32; A: 16 rows × 64 u8;
-    /// B: 16 k groups × 16 channels × 4 i8).
-    unsafe fn load_config() {
-        let mut cfg = TileCfg([0; 64]);
-        cfg.0[0] = 1;
-        for t in 0..8 {
-            cfg.0[16 + 2 * t] = 64;
-            cfg.0[48 + t] = 16;
-        }
-        asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
-    }
+    use crate::model::amx::load_config;
 
     /// i32 results of one 32 × 32 micro-tile (row stride 32).
     #[repr(C, align(64))]
