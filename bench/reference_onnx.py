@@ -20,21 +20,14 @@ of --runs after one warm-up. Requirements: bench/requirements-onnx.txt.
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import time
 
 import numpy as np
 
-
-def flops(cfg, n):
-    h, i, l = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
-    return 2.0 * (4 * h * h + 2 * h * i) * l * n + 4.0 * n * n * h * l
-
-
-def peak_rss_gib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20)
+# The same FLOP count and RSS figure as the PyTorch reference (this script's directory is on sys.path).
+from reference import flops, peak_rss_gib
 
 
 def export(model_dir, out_dir, per_channel):

@@ -389,6 +389,12 @@ impl Reranker {
 
     /// One forward pass over the given pairs, no further batching.
     pub fn forward<P: AsRef<[u32]>>(&self, pairs: &[P]) -> Result<Vec<f32>> {
+        self.model.forward(&self.pack(pairs)?)
+    }
+
+    /// The pairs as one packed batch, once each is checked against the
+    /// model's position limit.
+    fn pack<P: AsRef<[u32]>>(&self, pairs: &[P]) -> Result<PackedBatch> {
         let limit = self.config.max_tokens();
         if let Some(p) = pairs.iter().find(|p| p.as_ref().len() > limit) {
             return Err(Error::MaxLengthTooLarge {
@@ -396,8 +402,7 @@ impl Reranker {
                 limit,
             });
         }
-        let batch = PackedBatch::new(pairs, self.model.pad_token_id());
-        self.model.forward(&batch)
+        Ok(PackedBatch::new(pairs, self.model.pad_token_id()))
     }
 
     /// Raw logits and each pair's final `<s>` hidden state (what the
@@ -417,8 +422,7 @@ impl Reranker {
             self.options.max_batch_tokens,
         ) {
             let ids: Vec<&[u32]> = batch.iter().map(|&i| pairs[i].as_ref()).collect();
-            let packed = PackedBatch::new(&ids, self.model.pad_token_id());
-            let (l, states) = self.model.forward_hidden(&packed)?;
+            let (l, states) = self.model.forward_hidden(&self.pack(&ids)?)?;
             for ((&i, l), state) in batch.iter().zip(l).zip(states.chunks_exact(h)) {
                 logits[i] = l;
                 hidden[i] = state.to_vec();

@@ -300,9 +300,15 @@ impl Linear {
             Packed::F32 => {}
             Packed::Bf16(w) => return matmul_bf16(dst, dst_rs, x, x_rs, rows, w, accumulate),
             Packed::Int8(w) => {
-                let mut q = QuantRows::default();
+                // The quantized rows reuse one buffer per thread instead of a
+                // fresh (up to tokens × 4096 bytes) allocation per layer. Taken
+                // out, not borrowed, so a nested call on this thread (rayon
+                // work-stealing) gets its own.
+                let mut q = QUANT_ROWS.take();
                 quantize_rows(x, x_rs, rows, self.in_dim, &mut q);
-                return matmul_i8(dst, dst_rs, &q, w, rows, accumulate);
+                matmul_i8(dst, dst_rs, &q, w, rows, accumulate);
+                QUANT_ROWS.set(q);
+                return;
             }
         }
         let w = self.weight.as_slice();
@@ -340,6 +346,11 @@ impl Linear {
             .take(rows)
             .for_each(|row| row[..self.out_dim].copy_from_slice(b));
     }
+}
+
+thread_local! {
+    /// Activation buffer of the int8 layers, see [`Linear::matmul`].
+    static QUANT_ROWS: std::cell::Cell<QuantRows> = std::cell::Cell::new(QuantRows::default());
 }
 
 fn parallelism(work: usize) -> Parallelism {
