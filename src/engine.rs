@@ -97,7 +97,7 @@ impl Dtype {
     }
 
     /// candle's dtype; int8 has none (it runs only in the CPU model).
-    fn candle(self) -> Result<DType> {
+    pub(crate) fn candle(self) -> Result<DType> {
         match self {
             Self::F32 => Ok(DType::F32),
             Self::F16 => Ok(DType::F16),
@@ -514,7 +514,7 @@ fn truncation_params(options: &RerankerOptions, config: &ModelConfig) -> Result<
     })
 }
 
-fn make_device(kind: DeviceKind) -> Result<Device> {
+pub(crate) fn make_device(kind: DeviceKind) -> Result<Device> {
     match kind {
         DeviceKind::Cpu => Ok(Device::Cpu),
         DeviceKind::Cuda(n) => {
@@ -523,13 +523,18 @@ fn make_device(kind: DeviceKind) -> Result<Device> {
                     "this build has no CUDA support; rebuild with `cargo build --release --features cuda` (needs the CUDA toolkit) or use --device cpu".into(),
                 ));
             }
-            Device::new_cuda(n)
-                .map_err(|e| Error::Unavailable(format!("cannot open CUDA device {n}: {e}")))
+            Device::new_cuda(n).map_err(|e| {
+                Error::Unavailable(format!(
+                    "cannot open CUDA device {n}: {}; check that `nvidia-smi` lists it and that \
+                     the driver supports the CUDA version this binary was built with (or use --device cpu)",
+                    crate::error::without_backtrace(&e)
+                ))
+            })
         }
     }
 }
 
-fn check_dtype(dtype: Dtype, device: &Device) -> Result<()> {
+pub(crate) fn check_dtype(dtype: Dtype, device: &Device) -> Result<()> {
     if !device.is_cpu() && dtype == Dtype::Int8 {
         return Err(Error::Unavailable(
             "int8 runs only on CPU; use --device cpu, or --dtype f16 on CUDA".into(),

@@ -61,8 +61,19 @@ pub enum Error {
     },
 
     /// A failure inside the tensor library (a bug or an exhausted resource).
-    #[error("compute error: {0}")]
+    #[error("compute error: {}", without_backtrace(.0))]
     Compute(#[from] candle_core::Error),
+}
+
+/// candle appends a captured backtrace to its errors when RUST_BACKTRACE is
+/// set: a one-line message for users keeps only the error itself.
+pub(crate) fn without_backtrace(e: &candle_core::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+        .to_string()
 }
 
 fn hint_suffix(hint: &str) -> String {
@@ -75,3 +86,22 @@ fn hint_suffix(hint: &str) -> String {
 
 /// Result alias for the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compute_errors_are_one_line_even_with_a_backtrace() {
+        let e = candle_core::Error::WithBacktrace {
+            inner: Box::new(candle_core::Error::Msg("out of memory".into())),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        assert!(
+            e.to_string().lines().count() > 1,
+            "candle printed no backtrace"
+        );
+        let msg = Error::Compute(e).to_string();
+        assert_eq!(msg, "compute error: out of memory");
+    }
+}

@@ -6,12 +6,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use crate::config::ModelConfig;
-use crate::engine::Dtype;
+use crate::engine::{DeviceKind, Dtype};
 use crate::error::{Error, Result};
 use crate::model::{CpuModel, Model, WeightSource, XlmRobertaForSequenceClassification};
 use crate::tokenize::PairEncoder;
@@ -174,11 +174,19 @@ impl SplitMix64 {
     }
 }
 
-/// A model and tokenizer built in memory: the hand-written CPU model for
-/// f32/bf16/int8, candle's for f16.
-pub fn build(cfg: &ModelConfig, seed: u64, dtype: Dtype) -> Result<(Model, PairEncoder)> {
+/// A model and tokenizer built in memory: on CPU the hand-written model for
+/// f32/bf16/int8 and candle's for f16; on CUDA candle's, in `dtype`.
+pub fn build(
+    cfg: &ModelConfig,
+    seed: u64,
+    dtype: Dtype,
+    device: DeviceKind,
+) -> Result<(Model, PairEncoder)> {
+    let device = crate::engine::make_device(device)?;
+    crate::engine::check_dtype(dtype, &device)?;
     let tensors = weights(cfg, seed)?;
-    let model = if let Some(precision) = dtype.cpu_precision() {
+    let precision = dtype.cpu_precision().filter(|_| device.is_cpu());
+    let model = if let Some(precision) = precision {
         let memory = tensors
             .into_iter()
             .map(|(name, t)| {
@@ -192,7 +200,7 @@ pub fn build(cfg: &ModelConfig, seed: u64, dtype: Dtype) -> Result<(Model, PairE
             precision,
         )?))
     } else {
-        let vb = VarBuilder::from_tensors(tensors, DType::F16, &Device::Cpu);
+        let vb = VarBuilder::from_tensors(tensors, dtype.candle()?, &device);
         Model::Candle(Box::new(XlmRobertaForSequenceClassification::load(
             vb, cfg,
         )?))

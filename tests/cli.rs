@@ -968,3 +968,71 @@ fn rank_with_int8_and_bf16_equals_the_library_and_unknown_dtypes_are_usage_error
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("int8"));
 }
+
+#[test]
+fn bench_runs_0_only_writes_the_workloads() {
+    let home = TempDir::new().unwrap();
+    let dump = home.path().join("wl");
+    let out = rerank(home.path())
+        .args([
+            "bench",
+            "--model",
+            &fixture(),
+            "-w",
+            "rag-50",
+            "--runs",
+            "0",
+            "--dump",
+        ])
+        .arg(&dump)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(dump.join("rag-50.jsonl")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 50);
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["query"].is_string() && v["passage"].is_string(), "{line}");
+    }
+    // Nothing was scored: no result row for the workload.
+    assert!(
+        !stdout(&out).lines().any(|l| l.starts_with("rag-50")),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn bench_f16_reports_its_gap_to_f32() {
+    let home = TempDir::new().unwrap();
+    let out = rerank(home.path())
+        .args([
+            "bench",
+            "--model",
+            &fixture(),
+            "--dtype",
+            "f16",
+            "-w",
+            "seed-512x10",
+        ])
+        .args(["--runs", "1", "--no-warmup"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.contains("vs f32: max relative L2 error"))
+        .unwrap_or_else(|| panic!("no accuracy line in:\n{text}"));
+    let diff: f32 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(diff > 0.0 && diff < 0.05, "{line}");
+}

@@ -269,3 +269,88 @@ fn max_length_defaults_to_the_model_limit_and_more_is_an_error_stating_it() {
         }
     }
 }
+
+/// The CUDA path (candle on the GPU) against the same PyTorch goldens. Built
+/// only with `--features cuda`; needs a GPU to run.
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::*;
+    use rerank::{DeviceKind, Dtype};
+
+    fn on_gpu(case: &Case, dtype: Dtype, batch_size: usize) -> Reranker {
+        let mut o = options(case);
+        o.raw_scores = true;
+        o.device = DeviceKind::Cuda(0);
+        o.dtype = Some(dtype);
+        o.batch_size = batch_size;
+        let r = Reranker::load(fixture_dir(), o).expect("tiny model loads on the GPU");
+        assert_eq!(r.implementation(), "candle");
+        r
+    }
+
+    /// Largest |logit − reference| over all golden cases, each scored alone.
+    fn worst_logit_error(dtype: Dtype) -> f32 {
+        let cases = golden();
+        let mut cache: BTreeMap<String, Reranker> = BTreeMap::new();
+        let mut worst = 0f32;
+        for case in &cases {
+            let r = cache
+                .entry(key(&options(case)))
+                .or_insert_with(|| on_gpu(case, dtype, 16));
+            let logit = r
+                .score(&[(case.query.as_str(), case.passage.as_str())])
+                .unwrap()[0];
+            assert!(logit.is_finite(), "case {}: {logit}", case.name);
+            worst = worst.max((logit - case.logit).abs());
+        }
+        eprintln!(
+            "cuda {dtype}: largest |logit - reference| over {} cases: {worst:e}",
+            cases.len()
+        );
+        worst
+    }
+
+    #[test]
+    fn f32_on_the_gpu_matches_the_reference() {
+        let worst = worst_logit_error(Dtype::F32);
+        assert!(worst <= TOL, "cuda f32 off by {worst}");
+    }
+
+    #[test]
+    fn f16_on_the_gpu_is_close_to_the_reference() {
+        // fp16 (10-bit mantissa) on this fixture, whose initializer range 0.3
+        // amplifies rounding: a stated, looser bound on the logit.
+        let worst = worst_logit_error(Dtype::F16);
+        assert!(worst <= 0.05, "cuda f16 off by {worst}");
+    }
+
+    #[test]
+    fn on_the_gpu_a_pair_scores_the_same_in_a_batch_as_alone() {
+        let cases = golden();
+        let picked: Vec<&Case> = cases
+            .iter()
+            .filter(|c| c.truncation == "longest_first" && c.max_length == 128)
+            .collect();
+        let pairs: Vec<(&str, &str)> = picked
+            .iter()
+            .map(|c| (c.query.as_str(), c.passage.as_str()))
+            .collect();
+        for (dtype, tol) in [(Dtype::F32, 1e-5f32), (Dtype::F16, 5e-3)] {
+            let alone = on_gpu(picked[0], dtype, 1).score(&pairs).unwrap();
+            let batched = on_gpu(picked[0], dtype, 64).score(&pairs).unwrap();
+            let worst = alone
+                .iter()
+                .zip(&batched)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            eprintln!(
+                "cuda {dtype}: largest |batched - alone| over {} pairs: {worst:e}",
+                pairs.len()
+            );
+            assert!(
+                worst <= tol,
+                "cuda {dtype}: batched differs from alone by {worst}"
+            );
+        }
+    }
+}

@@ -43,7 +43,8 @@ fn realistic_config() -> ModelConfig {
 }
 
 fn synthetic_reranker(cfg: &ModelConfig, dtype: Dtype) -> Reranker {
-    let (model, encoder) = synthetic::build(cfg, 7, dtype).expect("synthetic model");
+    let (model, encoder) =
+        synthetic::build(cfg, 7, dtype, rerank::DeviceKind::Cpu).expect("synthetic model");
     let options = RerankerOptions {
         dtype: Some(dtype),
         ..RerankerOptions::default()
@@ -117,6 +118,33 @@ fn low_precision_stays_within_the_gates_on_a_realistic_model() {
         // gates above: the error must be there, of the expected order.
         assert!(g.max_rel_l2 > 1e-5, "{dtype}: no rounding at all?");
     }
+}
+
+#[test]
+fn f16_through_candle_reports_its_gap_to_f32() {
+    // f16 runs candle's implementation (the CUDA path's, here on CPU): its
+    // hidden states must come out of `logits_and_hidden` too, within the bf16 gates.
+    let cfg = realistic_config();
+    let pairs = synthetic_pairs(&cfg, 6);
+    let f32_model = synthetic_reranker(&cfg, Dtype::F32);
+    let model = synthetic_reranker(&cfg, Dtype::F16);
+    assert_eq!(model.implementation(), "candle");
+    let g = gap(&model, &f32_model, &pairs);
+    eprintln!(
+        "f16: max relative L2 of <s> hidden {:.2e}, max |score diff| {:.2e}",
+        g.max_rel_l2, g.max_score_diff
+    );
+    assert!(
+        g.max_rel_l2 <= 1e-2,
+        "f16: relative L2 error {}",
+        g.max_rel_l2
+    );
+    assert!(
+        g.max_score_diff <= 0.005,
+        "f16: score diff {}",
+        g.max_score_diff
+    );
+    assert!(g.max_rel_l2 > 1e-6, "f16: no rounding at all?");
 }
 
 #[derive(Debug, Deserialize)]

@@ -25,8 +25,13 @@ pub struct BenchArgs {
     #[arg(long = "workload", short = 'w', value_name = "NAME")]
     pub workloads: Vec<String>,
     /// Timed runs per workload (the median is reported), after one warm-up run.
+    /// 0: only write the workloads (with --dump), score nothing.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// Skip the accuracy check against f32 that non-f32 dtypes get (it loads a
+    /// second, f32 copy of the model: skip it when measuring memory).
+    #[arg(long)]
+    pub no_accuracy: bool,
     /// Skip the warm-up run.
     #[arg(long)]
     pub no_warmup: bool,
@@ -167,24 +172,27 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let reranker = if args.synthetic {
         let options = args.model.options();
-        let dtype = options.dtype.unwrap_or(rerank::Dtype::F32);
-        let (model, encoder) = synthetic::build(&cfg, 42, dtype)?;
+        let dtype = options
+            .dtype
+            .unwrap_or(rerank::Dtype::default_for(options.device));
+        let (model, encoder) = synthetic::build(&cfg, 42, dtype, options.device)?;
         Reranker::from_parts(model, encoder, cfg.clone(), options)?
     } else {
         args.model.load()?
     };
     let load_time = start.elapsed();
     // bf16 / int8 are checked against f32 on the same weights and pairs.
-    let f32_reference = if reranker.dtype() == rerank::Dtype::F32 {
-        None
-    } else if args.synthetic {
-        let (model, encoder) = synthetic::build(&cfg, 42, rerank::Dtype::F32)?;
-        let mut options = args.model.options();
-        options.dtype = Some(rerank::Dtype::F32);
-        Some(Reranker::from_parts(model, encoder, cfg.clone(), options)?)
-    } else {
-        Some(args.model.load_with_dtype(rerank::Dtype::F32)?)
-    };
+    let f32_reference =
+        if reranker.dtype() == rerank::Dtype::F32 || args.no_accuracy || args.runs == 0 {
+            None
+        } else if args.synthetic {
+            let mut options = args.model.options();
+            let (model, encoder) = synthetic::build(&cfg, 42, rerank::Dtype::F32, options.device)?;
+            options.dtype = Some(rerank::Dtype::F32);
+            Some(Reranker::from_parts(model, encoder, cfg.clone(), options)?)
+        } else {
+            Some(args.model.load_with_dtype(rerank::Dtype::F32)?)
+        };
     let threads = candle_core::utils::get_num_threads();
     let cfg = reranker.config().clone();
     println!(
@@ -230,6 +238,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             std::fs::write(&path, lines.join("\n") + "\n")
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
+        if args.runs == 0 {
+            continue;
+        }
         let lens: Vec<usize> = reranker
             .encode_pairs(&pairs)?
             .iter()
@@ -243,7 +254,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         let mut times = Vec::new();
         let mut scores = Vec::new();
-        for _ in 0..args.runs.max(1) {
+        for _ in 0..args.runs {
             let t = Instant::now();
             scores = reranker.score(&pairs)?;
             times.push(t.elapsed());

@@ -51,12 +51,10 @@ impl Model {
     }
 
     /// Logits and the final `<s>` hidden states (pairs × hidden), for
-    /// accuracy checks of the low-precision paths; CPU model only.
+    /// accuracy checks of the low-precision paths.
     pub fn forward_hidden(&self, batch: &PackedBatch) -> crate::Result<(Vec<f32>, Vec<f32>)> {
         match self {
-            Self::Candle(_) => Err(crate::Error::Unavailable(
-                "hidden states are only exposed by the CPU model (f32, bf16, int8)".into(),
-            )),
+            Self::Candle(m) => Ok(m.forward_hidden(batch)?),
             Self::Cpu(m) => Ok(m.forward_hidden(batch)),
         }
     }

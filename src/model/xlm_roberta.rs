@@ -333,6 +333,26 @@ impl XlmRobertaForSequenceClassification {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
+        Self::to_f32_vec(&self.logits(&self.first_tokens(batch)?)?)
+    }
+
+    /// Logits and the final `<s>` hidden states (pairs × hidden, row-major),
+    /// in f32 whatever the model's dtype: for accuracy checks of f16/bf16.
+    pub fn forward_hidden(&self, batch: &PackedBatch) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
+        if batch.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let first = self.first_tokens(batch)?;
+        let logits = Self::to_f32_vec(&self.logits(&first)?)?;
+        let hidden = first
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok((logits, hidden))
+    }
+
+    /// The encoder's output at each pair's `<s>`: (pairs, H).
+    fn first_tokens(&self, batch: &PackedBatch) -> candle_core::Result<Tensor> {
         let mut x = self.embeddings.forward(batch, &self.device)?;
         let last = self.layers.len().saturating_sub(1);
         for (n, layer) in self.layers.iter().enumerate() {
@@ -345,9 +365,16 @@ impl XlmRobertaForSequenceClassification {
                 .collect();
             x = x.index_select(&Tensor::new(firsts.as_slice(), &self.device)?, 0)?;
         }
-        // x: (pairs, H), the `<s>` rows.
-        let h = self.classifier.dense.forward(&x)?.tanh()?;
-        let logits = self.classifier.out_proj.forward(&h)?;
+        Ok(x)
+    }
+
+    /// The classification head on the `<s>` rows: (pairs, 1).
+    fn logits(&self, first: &Tensor) -> candle_core::Result<Tensor> {
+        let h = self.classifier.dense.forward(first)?.tanh()?;
+        self.classifier.out_proj.forward(&h)
+    }
+
+    fn to_f32_vec(logits: &Tensor) -> candle_core::Result<Vec<f32>> {
         logits
             .squeeze(D::Minus1)?
             .to_dtype(DType::F32)?
