@@ -7,6 +7,8 @@
 
 mod amx;
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod gemm_bf16;
 mod kernels;
 pub mod qgemm_i8;

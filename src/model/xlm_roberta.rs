@@ -86,9 +86,42 @@ impl Linear {
     }
 }
 
+/// What follows a linear layer's matmul (fused into one pass on CUDA).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Epilogue {
+    /// `x + bias`
+    Bias,
+    /// `gelu_erf(x + bias)`: exact erf GELU, as `ACT2FN["gelu"]`
+    BiasGelu,
+    /// `x + bias + residual`
+    BiasResidual,
+}
+
+impl Linear {
+    /// `epilogue(x Wᵀ)`; `residual` is needed by [`Epilogue::BiasResidual`] only.
+    fn apply(
+        &self,
+        x: &Tensor,
+        epilogue: Epilogue,
+        residual: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            return super::cuda::linear(x, &self.weight, &self.bias, epilogue, residual);
+        }
+        let y = x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
+        match (epilogue, residual) {
+            (Epilogue::Bias, _) => Ok(y),
+            (Epilogue::BiasGelu, _) => y.gelu_erf(),
+            (Epilogue::BiasResidual, Some(r)) => y + r,
+            (Epilogue::BiasResidual, None) => candle_core::bail!("BiasResidual needs a residual"),
+        }
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+        self.apply(x, Epilogue::Bias, None)
     }
 }
 
@@ -227,12 +260,17 @@ impl Layer {
         } else {
             x.clone()
         };
-        let x = self
-            .attention_norm
-            .forward(&(self.attention_output.forward(&context)? + residual)?)?;
-        let hidden = self.intermediate.forward(&x)?.gelu_erf()?; // exact erf GELU, as `ACT2FN["gelu"]`
-        self.output_norm
-            .forward(&(self.output.forward(&hidden)? + x)?)
+        let x = self.attention_norm.forward(&self.attention_output.apply(
+            &context,
+            Epilogue::BiasResidual,
+            Some(&residual),
+        )?)?;
+        let hidden = self.intermediate.apply(&x, Epilogue::BiasGelu, None)?;
+        self.output_norm.forward(
+            &self
+                .output
+                .apply(&hidden, Epilogue::BiasResidual, Some(&x))?,
+        )
     }
 
     /// Self-attention of one pair. `qkv`: (len, 3H); returns (rows, H) for the
@@ -242,10 +280,13 @@ impl Layer {
         let len = qkv.dim(0)?;
         let (nh, hd) = (self.heads, self.head_dim);
         // (len, 3, heads, hd) → (3, heads, len, hd)
-        let qkv = qkv
-            .reshape((len, 3, nh, hd))?
-            .permute((1, 2, 0, 3))?
-            .contiguous()?;
+        let qkv = if cfg!(feature = "cuda") && qkv.device().is_cuda() {
+            split_heads(qkv, nh, hd)?
+        } else {
+            qkv.reshape((len, 3, nh, hd))?
+                .permute((1, 2, 0, 3))?
+                .contiguous()?
+        };
         let q = qkv.i(0)?.narrow(1, 0, rows)?;
         let kt = qkv.i(1)?.t()?; // (heads, hd, len)
         let v = qkv.i(2)?;
@@ -255,7 +296,7 @@ impl Layer {
         while start < rows {
             let n = block.min(rows - start);
             let scores = q.narrow(1, start, n)?.contiguous()?.matmul(&kt)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let probs = softmax_last_dim(&scores)?;
             parts.push(probs.matmul(&v)?); // (heads, n, hd)
             start += n;
         }
@@ -266,6 +307,26 @@ impl Layer {
         };
         context.transpose(0, 1)?.reshape((rows, nh * hd))
     }
+}
+
+/// Softmax over the last dimension: the fused kernel on CUDA (see `cuda.rs`).
+fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() {
+        return super::cuda::softmax_last_dim(x);
+    }
+    candle_nn::ops::softmax_last_dim(x)
+}
+
+/// Splits the fused QKV projection of one pair into per-head Q, K and V.
+#[cfg(feature = "cuda")]
+fn split_heads(qkv: &Tensor, heads: usize, head_dim: usize) -> candle_core::Result<Tensor> {
+    super::cuda::split_heads(qkv, heads, head_dim)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn split_heads(_: &Tensor, _: usize, _: usize) -> candle_core::Result<Tensor> {
+    unreachable!("split_heads is only called on CUDA tensors")
 }
 
 /// `classifier`: `RobertaClassificationHead` (dense → tanh → out_proj) on `<s>`.

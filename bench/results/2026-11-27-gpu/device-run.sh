@@ -19,3 +19,8 @@ timeout 120 /tmp/engine cuda --test-threads 1 --nocapture 2>&1 | tee $OUT/tests.
 timeout 60 /tmp/precision 2>&1 | tail -5 | tee -a $OUT/tests.log
 RERANK=/tmp/rerank MODEL=/tmp/rerank-m3 timeout ${BENCH_TIMEOUT:-400} bash bench/gpu.sh /tmp/gpu 2>&1 | grep -v 'Loading weights' | tee $OUT/gpu.log
 tar czf $OUT/gpu.tgz --exclude workloads -C /tmp gpu
+NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+for w in seed-8192x1 seed-1024x20; do
+  timeout 90 $NCU --clock-control none --metrics gpu__time_duration.sum -k regex:'softmax|bias_act|split_heads|layernorm|nvjet|badd|ucopy|gelu' --launch-count 300 --print-summary per-kernel \
+    /tmp/rerank bench --model /tmp/rerank-m3 --device cuda --no-accuracy --runs 1 --no-warmup -w $w > $OUT/ncu-$w.txt 2>&1
+done
