@@ -15,6 +15,14 @@ the fly; the library's defaults, per-tensor, as optimum and fastembed ship it;
 Timed: tokenization + session.run + sigmoid for all pairs, in input order, batches of
 --batch-size padded to their longest (how fastembed's TextCrossEncoder runs), median
 of --runs after one warm-up. Requirements: bench/requirements-onnx.txt.
+
+--hidden-error (nothing timed): the fp32 graph with the last encoder layer's output
+(the classifier's input, batch x len x hidden) as a second output, saved as
+model-hidden.onnx next to model.onnx (its weights stay in model.onnx's external files)
+and quantized as above; the same batches go through both, and per workload it prints
+the max and mean relative L2 error ||h_int8 - h_fp32|| / ||h_fp32|| of the <s>
+hidden state and max |sigmoid score difference|, plus the same for fp32 ONNX against
+PyTorch (transformers, output_hidden_states) to show that the right tensor was taken.
 """
 
 import argparse
@@ -32,39 +40,49 @@ from reference import flops, peak_rss_gib
 
 def export(model_dir, out_dir, per_channel):
     """fp32 ONNX export, then dynamic int8 quantization; returns the int8 file."""
-    fp32 = os.path.join(out_dir, "model.onnx")
     int8 = os.path.join(out_dir, "model-int8-pc.onnx" if per_channel else "model-int8.onnx")
-    if os.path.exists(int8):
-        return int8
-    os.makedirs(out_dir, exist_ok=True)
-    if not os.path.exists(fp32):
-        import torch
-        from transformers import AutoModelForSequenceClassification
+    if not os.path.exists(int8):
+        quantize(export_fp32(model_dir, out_dir), int8, per_channel)
+    return int8
 
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir, torch_dtype=torch.float32)
-        model.eval()
-        ids = torch.tensor([[0, 5, 6, 7, 2, 2, 8, 9, 2]])
-        mask = torch.ones_like(ids)
-        # token_type_ids passed explicitly: the model's own buffer would be traced at the dummy length.
-        types = torch.zeros_like(ids)
-        t = time.perf_counter()
-        with torch.no_grad():
-            torch.onnx.export(
-                model,
-                (ids, mask, types),
-                fp32,
-                input_names=["input_ids", "attention_mask", "token_type_ids"],
-                output_names=["logits"],
-                dynamic_axes={
-                    "input_ids": {0: "batch", 1: "seq"},
-                    "attention_mask": {0: "batch", 1: "seq"},
-                    "token_type_ids": {0: "batch", 1: "seq"},
-                    "logits": {0: "batch"},
-                },
-                opset_version=17,
-                dynamo=False,
-            )
-        print(f"exported {fp32} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+
+def export_fp32(model_dir, out_dir):
+    """fp32 ONNX export (reused when present); returns the file."""
+    fp32 = os.path.join(out_dir, "model.onnx")
+    if os.path.exists(fp32):
+        return fp32
+    os.makedirs(out_dir, exist_ok=True)
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, torch_dtype=torch.float32)
+    model.eval()
+    ids = torch.tensor([[0, 5, 6, 7, 2, 2, 8, 9, 2]])
+    mask = torch.ones_like(ids)
+    # token_type_ids passed explicitly: the model's own buffer would be traced at the dummy length.
+    types = torch.zeros_like(ids)
+    t = time.perf_counter()
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            (ids, mask, types),
+            fp32,
+            input_names=["input_ids", "attention_mask", "token_type_ids"],
+            output_names=["logits"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "seq"},
+                "attention_mask": {0: "batch", 1: "seq"},
+                "token_type_ids": {0: "batch", 1: "seq"},
+                "logits": {0: "batch"},
+            },
+            opset_version=17,
+            dynamo=False,
+        )
+    print(f"exported {fp32} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    return fp32
+
+
+def quantize(fp32, int8, per_channel):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     t = time.perf_counter()
@@ -76,7 +94,101 @@ def export(model_dir, out_dir, per_channel):
         use_external_data_format=True,
     )
     print(f"quantized {int8} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-    return int8
+
+
+def export_hidden(model_dir, out_dir, per_channel, hidden_size):
+    """model.onnx with the classifier's input as a second output "last_hidden_state",
+    and its int8 quantization; returns (fp32 file, int8 file)."""
+    fp32 = os.path.join(out_dir, "model-hidden.onnx")
+    int8 = os.path.join(out_dir, "model-hidden-int8-pc.onnx" if per_channel else "model-hidden-int8.onnx")
+    if not os.path.exists(fp32):
+        import onnx
+
+        # Weights not loaded: the saved graph points at model.onnx's external files (same directory).
+        m = onnx.load(export_fp32(model_dir, out_dir), load_external_data=False)
+        # The classifier's first node takes token 0 of the last layer's output LayerNorm.
+        gather = next(n for n in m.graph.node if n.op_type == "Gather" and n.name.startswith("/classifier/"))
+        print(f"hidden state: {gather.input[0]}", file=sys.stderr)
+        m.graph.node.append(onnx.helper.make_node("Identity", [gather.input[0]], ["last_hidden_state"]))
+        m.graph.output.append(
+            onnx.helper.make_tensor_value_info("last_hidden_state", onnx.TensorProto.FLOAT, ["batch", "seq", hidden_size])
+        )
+        onnx.save(m, fp32)
+    if not os.path.exists(int8):
+        quantize(fp32, int8, per_channel)
+    return fp32, int8
+
+
+def batches(tok, pad, pairs, batch_size):
+    """(input_ids, attention_mask) per batch of batch_size pairs, in input order, padded to the longest."""
+    for b in range(0, len(pairs), batch_size):
+        enc = tok.encode_batch(pairs[b : b + batch_size])
+        longest = max(len(e.ids) for e in enc)
+        ids = np.full((len(enc), longest), pad, dtype=np.int64)
+        mask = np.zeros((len(enc), longest), dtype=np.int64)
+        for r, e in enumerate(enc):
+            ids[r, : len(e.ids)] = e.ids
+            mask[r, : len(e.ids)] = 1
+        yield ids, mask
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def rel_l2(a, b):
+    """Per row ||a - b|| / ||b||, in f64."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def hidden_error(args, tok, pad, cfg, names, theirs):
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    fp32, int8 = export_hidden(args.model, args.onnx, args.per_channel, cfg["hidden_size"])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = args.threads
+    so.inter_op_num_threads = 1
+    sessions = [ort.InferenceSession(p, so, providers=["CPUExecutionProvider"]) for p in (fp32, int8)]
+    torch.set_num_threads(args.threads)
+    model = AutoModelForSequenceClassification.from_pretrained(args.model, dtype=torch.float32)
+    model.eval()
+
+    def run(pairs):
+        """<s> hidden states and scores: fp32 ONNX, int8 ONNX, PyTorch."""
+        h, s = [[], [], []], [[], [], []]
+        for ids, mask in batches(tok, pad, pairs, args.batch_size):
+            feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+            for k, session in enumerate(sessions):
+                logits, hidden = session.run(["logits", "last_hidden_state"], feed)
+                h[k].append(hidden[:, 0])
+                s[k].append(sigmoid(logits[:, 0]))
+            with torch.no_grad():
+                out = model(**{k: torch.from_numpy(v) for k, v in feed.items()}, output_hidden_states=True)
+            h[2].append(out.hidden_states[-1][:, 0].numpy())
+            s[2].append(sigmoid(out.logits[:, 0].numpy()))
+        return [np.concatenate(x) for x in h], [np.concatenate(x) for x in s]
+
+    print(f"<s> hidden state error: onnxruntime {ort.__version__} int8 (quantize_dynamic, "
+          f"{'per-channel' if args.per_channel else 'per-tensor'}) vs fp32 ONNX, and fp32 ONNX vs PyTorch "
+          f"{torch.__version__} fp32; threads {args.threads}, batch_size {args.batch_size}, input order, padded batches")
+    print(f"{'workload':<14} {'pairs':>6} {'tokens':>8} | {'int8 vs fp32: max rel L2':>24} {'mean rel L2':>12} "
+          f"{'max|Δscore|':>12} | {'fp32 ONNX vs torch: max rel L2':>30} {'max|Δscore|':>12}")
+    for name in names:
+        rows = [json.loads(line) for line in open(os.path.join(args.workloads, name + ".jsonl")) if line.strip()]
+        pairs = [(p["query"], p["passage"]) for p in rows]
+        tokens = sum(len(e.ids) for e in tok.encode_batch(pairs))
+        (h32, h8, ht), (s32, s8, st) = run(pairs)
+        e8, et = rel_l2(h8, h32), rel_l2(h32, ht)
+        print(f"{name:<14} {len(pairs):>6} {tokens:>8} | {e8.max():>24.3e} {e8.mean():>12.3e} "
+              f"{np.abs(s8 - s32).max():>12.3e} | {et.max():>30.3e} {np.abs(s32 - st).max():>12.3e}")
+        for label, by_name in theirs:
+            if name in by_name:
+                diff = max(abs(float(a) - float(b)) for a, b in zip(by_name[name]["scores"], s8))
+                print(f"{'':<14} {label}: max |score - int8 here| {diff:.2e}")
+        sys.stdout.flush()
 
 
 def main():
@@ -90,6 +202,7 @@ def main():
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=8192)
     ap.add_argument("--per-channel", action="store_true")
+    ap.add_argument("--hidden-error", action="store_true", help="int8 vs fp32 error of the <s> hidden state; nothing timed")
     ap.add_argument("--compare", nargs="*", default=[], help="JSON files written by `rerank bench --json`: report max |score - theirs|")
     ap.add_argument("--json", help="write results here")
     args = ap.parse_args()
@@ -97,13 +210,6 @@ def main():
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    path = export(args.model, args.onnx, args.per_channel)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = args.threads
-    so.inter_op_num_threads = 1
-    t0 = time.perf_counter()
-    session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    load_s = time.perf_counter() - t0
     tok = Tokenizer.from_file(os.path.join(args.model, "tokenizer.json"))
     tok.enable_truncation(args.max_length, strategy="longest_first")
     tok.no_padding()
@@ -113,22 +219,26 @@ def main():
     for f in args.compare:
         doc = json.load(open(f))
         theirs.append((f"{os.path.basename(f)} ({doc.get('dtype', '?')})", {r["workload"]: r for r in doc["results"]}))
+    names = args.names or sorted(f[:-6] for f in os.listdir(args.workloads) if f.endswith(".jsonl"))
+    if args.hidden_error:
+        hidden_error(args, tok, pad, cfg, names, theirs)
+        return
+
+    path = export(args.model, args.onnx, args.per_channel)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = args.threads
+    so.inter_op_num_threads = 1
+    t0 = time.perf_counter()
+    session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    load_s = time.perf_counter() - t0
 
     def predict(pairs):
         out = []
-        for b in range(0, len(pairs), args.batch_size):
-            enc = tok.encode_batch(pairs[b : b + args.batch_size])
-            longest = max(len(e.ids) for e in enc)
-            ids = np.full((len(enc), longest), pad, dtype=np.int64)
-            mask = np.zeros((len(enc), longest), dtype=np.int64)
-            for r, e in enumerate(enc):
-                ids[r, : len(e.ids)] = e.ids
-                mask[r, : len(e.ids)] = 1
+        for ids, mask in batches(tok, pad, pairs, args.batch_size):
             logits = session.run(["logits"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0][:, 0]
-            out.extend((1.0 / (1.0 + np.exp(-logits))).tolist())
+            out.extend(sigmoid(logits).tolist())
         return out
 
-    names = args.names or sorted(f[:-6] for f in os.listdir(args.workloads) if f.endswith(".jsonl"))
     print(f"reference: onnxruntime {ort.__version__} int8 (quantize_dynamic, "
           f"{'per-channel' if args.per_channel else 'per-tensor'}), threads {args.threads}, "
           f"batch_size {args.batch_size}, input order, padded batches, load {load_s:.2f} s")
