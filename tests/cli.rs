@@ -71,6 +71,17 @@ fn stdout(output: &std::process::Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
+/// Runs and expects success; panics with the command's stderr otherwise.
+fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Runs and expects a runtime error: exit 1, one `error: …` line on stderr
 /// containing every `needles` string, no panic.
 fn expect_error(cmd: &mut Command, needles: &[&str]) -> String {
@@ -973,24 +984,11 @@ fn rank_with_int8_and_bf16_equals_the_library_and_unknown_dtypes_are_usage_error
 fn bench_runs_0_only_writes_the_workloads() {
     let home = TempDir::new().unwrap();
     let dump = home.path().join("wl");
-    let out = rerank(home.path())
-        .args([
-            "bench",
-            "--model",
-            &fixture(),
-            "-w",
-            "rag-50",
-            "--runs",
-            "0",
-            "--dump",
-        ])
-        .arg(&dump)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        rerank(home.path())
+            .args(["bench", "--model", &fixture(), "-w", "rag-50"])
+            .args(["--runs", "0", "--dump"])
+            .arg(&dump),
     );
     let text = std::fs::read_to_string(dump.join("rag-50.jsonl")).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -1010,23 +1008,10 @@ fn bench_runs_0_only_writes_the_workloads() {
 #[test]
 fn bench_f16_reports_its_gap_to_f32() {
     let home = TempDir::new().unwrap();
-    let out = rerank(home.path())
-        .args([
-            "bench",
-            "--model",
-            &fixture(),
-            "--dtype",
-            "f16",
-            "-w",
-            "seed-512x10",
-        ])
-        .args(["--runs", "1", "--no-warmup"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        rerank(home.path())
+            .args(["bench", "--model", &fixture(), "--dtype", "f16"])
+            .args(["-w", "seed-512x10", "--runs", "1", "--no-warmup"]),
     );
     let text = stdout(&out);
     let line = text
