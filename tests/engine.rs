@@ -277,9 +277,9 @@ mod cuda {
     use super::*;
     use rerank::{DeviceKind, Dtype};
 
-    fn on_gpu(case: &Case, dtype: Dtype, batch_size: usize) -> Reranker {
+    fn on_gpu(case: &Case, dtype: Dtype, batch_size: usize, raw: bool) -> Reranker {
         let mut o = options(case);
-        o.raw_scores = true;
+        o.raw_scores = raw;
         o.device = DeviceKind::Cuda(0);
         o.dtype = Some(dtype);
         o.batch_size = batch_size;
@@ -288,26 +288,41 @@ mod cuda {
         r
     }
 
-    /// Largest |logit − reference| over all golden cases, each scored alone.
-    fn worst_logit_error(dtype: Dtype) -> f32 {
+    /// Largest |logit − reference| (`raw`) or |score − reference| over all
+    /// golden cases, each scored alone.
+    fn worst_error(dtype: Dtype, raw: bool) -> f32 {
         let cases = golden();
         let mut cache: BTreeMap<String, Reranker> = BTreeMap::new();
         let mut worst = 0f32;
         for case in &cases {
             let r = cache
                 .entry(key(&options(case)))
-                .or_insert_with(|| on_gpu(case, dtype, 16));
-            let logit = r
+                .or_insert_with(|| on_gpu(case, dtype, 16, raw));
+            let got = r
                 .score(&[(case.query.as_str(), case.passage.as_str())])
                 .unwrap()[0];
-            assert!(logit.is_finite(), "case {}: {logit}", case.name);
-            worst = worst.max((logit - case.logit).abs());
+            assert!(got.is_finite(), "case {}: {got}", case.name);
+            let want = if raw { case.logit } else { case.score };
+            worst = worst.max((got - want).abs());
         }
+        let what = if raw { "logit" } else { "score" };
         eprintln!(
-            "cuda {dtype}: largest |logit - reference| over {} cases: {worst:e}",
+            "cuda {dtype}: largest |{what} - reference| over {} cases: {worst:e}",
             cases.len()
         );
         worst
+    }
+
+    fn worst_logit_error(dtype: Dtype) -> f32 {
+        worst_error(dtype, true)
+    }
+
+    #[test]
+    fn bf16_on_the_gpu_is_close_to_the_reference() {
+        // bf16 storage throughout (candle's kernels; the fused ones are f16/f32
+        // only): 8-bit mantissa, a stated loose bound on the score.
+        let worst = worst_error(Dtype::Bf16, false);
+        assert!(worst <= 0.1, "cuda bf16 score off by {worst}");
     }
 
     #[test]
@@ -336,8 +351,8 @@ mod cuda {
             .map(|c| (c.query.as_str(), c.passage.as_str()))
             .collect();
         for (dtype, tol) in [(Dtype::F32, 1e-5f32), (Dtype::F16, 5e-3)] {
-            let alone = on_gpu(picked[0], dtype, 1).score(&pairs).unwrap();
-            let batched = on_gpu(picked[0], dtype, 64).score(&pairs).unwrap();
+            let alone = on_gpu(picked[0], dtype, 1, true).score(&pairs).unwrap();
+            let batched = on_gpu(picked[0], dtype, 64, true).score(&pairs).unwrap();
             let worst = alone
                 .iter()
                 .zip(&batched)

@@ -106,7 +106,7 @@ impl Linear {
         residual: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
         #[cfg(feature = "cuda")]
-        if x.device().is_cuda() {
+        if fused_cuda(x) {
             return super::cuda::linear(x, &self.weight, &self.bias, epilogue, residual);
         }
         let y = x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
@@ -280,7 +280,7 @@ impl Layer {
         let len = qkv.dim(0)?;
         let (nh, hd) = (self.heads, self.head_dim);
         // (len, 3, heads, hd) → (3, heads, len, hd)
-        let qkv = if cfg!(feature = "cuda") && qkv.device().is_cuda() {
+        let qkv = if fused_cuda(qkv) {
             split_heads(qkv, nh, hd)?
         } else {
             qkv.reshape((len, 3, nh, hd))?
@@ -309,10 +309,16 @@ impl Layer {
     }
 }
 
+/// Whether the fused CUDA kernels of `cuda.rs` handle `x` (f16 or f32 on a
+/// GPU); other dtypes (bf16) take candle's own kernels.
+fn fused_cuda(x: &Tensor) -> bool {
+    cfg!(feature = "cuda") && x.device().is_cuda() && matches!(x.dtype(), DType::F16 | DType::F32)
+}
+
 /// Softmax over the last dimension: the fused kernel on CUDA (see `cuda.rs`).
 fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
     #[cfg(feature = "cuda")]
-    if x.device().is_cuda() {
+    if fused_cuda(x) {
         return super::cuda::softmax_last_dim(x);
     }
     candle_nn::ops::softmax_last_dim(x)
