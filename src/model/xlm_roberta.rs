@@ -279,14 +279,7 @@ impl Layer {
     fn attention(&self, qkv: &Tensor, rows: usize) -> candle_core::Result<Tensor> {
         let len = qkv.dim(0)?;
         let (nh, hd) = (self.heads, self.head_dim);
-        // (len, 3, heads, hd) → (3, heads, len, hd)
-        let qkv = if fused_cuda(qkv) {
-            split_heads(qkv, nh, hd)?
-        } else {
-            qkv.reshape((len, 3, nh, hd))?
-                .permute((1, 2, 0, 3))?
-                .contiguous()?
-        };
+        let qkv = split_heads(qkv, nh, hd)?;
         let q = qkv.i(0)?.narrow(1, 0, rows)?;
         let kt = qkv.i(1)?.t()?; // (heads, hd, len)
         let v = qkv.i(2)?;
@@ -311,8 +304,9 @@ impl Layer {
 
 /// Whether the fused CUDA kernels of `cuda.rs` handle `x` (f16 or f32 on a
 /// GPU); other dtypes (bf16) take candle's own kernels.
+#[cfg(feature = "cuda")]
 fn fused_cuda(x: &Tensor) -> bool {
-    cfg!(feature = "cuda") && x.device().is_cuda() && matches!(x.dtype(), DType::F16 | DType::F32)
+    x.device().is_cuda() && matches!(x.dtype(), DType::F16 | DType::F32)
 }
 
 /// Softmax over the last dimension: the fused kernel on CUDA (see `cuda.rs`).
@@ -324,15 +318,16 @@ fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
     candle_nn::ops::softmax_last_dim(x)
 }
 
-/// Splits the fused QKV projection of one pair into per-head Q, K and V.
-#[cfg(feature = "cuda")]
+/// One pair's fused QKV projection `(len, 3·heads·hd)` as per-head Q, K and V:
+/// `(len, 3, heads, hd)` → `(3, heads, len, hd)`, the fused kernel on CUDA.
 fn split_heads(qkv: &Tensor, heads: usize, head_dim: usize) -> candle_core::Result<Tensor> {
-    super::cuda::split_heads(qkv, heads, head_dim)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn split_heads(_: &Tensor, _: usize, _: usize) -> candle_core::Result<Tensor> {
-    unreachable!("split_heads is only called on CUDA tensors")
+    #[cfg(feature = "cuda")]
+    if fused_cuda(qkv) {
+        return super::cuda::split_heads(qkv, heads, head_dim);
+    }
+    qkv.reshape((qkv.dim(0)?, 3, heads, head_dim))?
+        .permute((1, 2, 0, 3))?
+        .contiguous()
 }
 
 /// `classifier`: `RobertaClassificationHead` (dense → tanh → out_proj) on `<s>`.
