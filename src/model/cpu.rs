@@ -15,8 +15,11 @@
 //!   RSS = the pages touched), read in place by the `gemm` crate (the same
 //!   matmul kernels candle uses) through strides, so no weight is transposed
 //!   or concatenated;
-//! - bias and residual are pre-filled into the matmul's destination and the
-//!   product accumulated on top (`gemm`'s `read_dst`), so they cost no pass;
+//! - the residual (plus bias) is pre-filled into the attention-output and
+//!   FFN-output matmuls' destination and the product accumulated on top
+//!   (`gemm`'s `read_dst`), likewise the Q/K/V biases; the intermediate
+//!   layer's bias is added by the GELU pass instead;
+//! - activation buffers are kept from one forward pass to the next;
 //! - each head's context is written straight into its columns of the
 //!   context buffer: no permute or concat copies;
 //! - attention runs per (pair, head) in parallel, flash-attention style:
@@ -28,7 +31,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -416,6 +419,31 @@ pub struct CpuModel {
     eps: f32,
     pad_token_id: u32,
     precision: Precision,
+    workspace: Mutex<Workspace>,
+}
+
+/// Activation buffers of a forward pass, kept for the next one. Fresh
+/// allocations of this size (tokens × 9 × hidden floats: ~170 MiB for 16
+/// pairs of 288 tokens, at most ~300 MiB under the default 8192-token batch
+/// budget) come straight from mmap, so every pass paid page faults and the
+/// kernel's page zeroing: ~1.5 % of a rag-50 run in `perf`. The price is that
+/// an idle engine keeps the largest batch's buffers (the process's peak
+/// anyway). Every buffer is fully written before it is read in a pass, so
+/// stale contents never leak into results.
+#[derive(Default)]
+struct Workspace {
+    qkv: Vec<f32>,
+    ctx: Vec<f32>,
+    mid: Vec<f32>,
+    ffn: Vec<f32>,
+}
+
+/// The first `n` elements of `v`, growing it (never shrinking) as needed.
+fn grown(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
 }
 
 /// A raw pointer that tasks writing disjoint parts of one buffer may share.
@@ -529,6 +557,7 @@ impl CpuModel {
             eps: cfg.layer_norm_eps as f32,
             pad_token_id: cfg.pad_token_id as u32,
             precision,
+            workspace: Mutex::default(),
         })
     }
 
@@ -558,10 +587,17 @@ impl CpuModel {
         let (h, inter) = (self.hidden, self.intermediate);
         let tokens = batch.ids.len();
         let mut x = self.embed(batch);
-        let mut qkv = vec![0f32; tokens * 3 * h];
-        let mut ctx = vec![0f32; tokens * h];
-        let mut mid = vec![0f32; tokens * h];
-        let mut ffn = vec![0f32; tokens * inter];
+        // Taken out of the lock, so a concurrent pass (if any) allocates its
+        // own instead of waiting; a poisoned lock just means fresh buffers.
+        let mut ws = self
+            .workspace
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        let qkv = grown(&mut ws.qkv, tokens * 3 * h);
+        let ctx = grown(&mut ws.ctx, tokens * h);
+        let mid = grown(&mut ws.mid, tokens * h);
+        let ffn = grown(&mut ws.ffn, tokens * inter);
         let last = self.layers.len().saturating_sub(1);
         for (n, layer) in self.layers.iter().enumerate() {
             // The last layer only needs the `<s>` row of each pair.
@@ -569,14 +605,14 @@ impl CpuModel {
             let rows = if first_only { pairs } else { tokens };
             // Q, K, V for every token, side by side in one (tokens × 3H) buffer.
             if let Some(lin) = &layer.qkv {
-                lin.fill_bias(&mut qkv, 3 * h, tokens);
-                lin.matmul(&mut qkv, 3 * h, &x, h, tokens, true);
+                lin.fill_bias(qkv, 3 * h, tokens);
+                lin.matmul(qkv, 3 * h, &x, h, tokens, true);
             }
             for (k, lin) in layer.qkv_parts.iter().enumerate() {
                 lin.fill_bias(&mut qkv[k * h..], 3 * h, tokens);
                 lin.matmul(&mut qkv[k * h..], 3 * h, &x, h, tokens, true);
             }
-            self.attention(&qkv, &mut ctx, batch, first_only);
+            self.attention(qkv, ctx, batch, first_only);
             // mid = LayerNorm(x + bias + ctx · Woᵀ)
             let residual: Vec<f32>;
             let x_rows: &[f32] = if first_only {
@@ -593,28 +629,27 @@ impl CpuModel {
                 .par_chunks_mut(h)
                 .zip(x_rows.par_chunks(h))
                 .for_each(|(m, r)| kernels::add_into(m, r, bias));
-            layer
-                .attention_output
-                .matmul(&mut mid, h, &ctx, h, rows, true);
+            layer.attention_output.matmul(mid, h, ctx, h, rows, true);
             layer
                 .attention_norm
                 .apply(&mut mid[..rows * h], h, self.eps);
-            // ffn = GELU(mid · Wiᵀ + bi)
-            layer.intermediate.fill_bias(&mut ffn, inter, rows);
-            layer
-                .intermediate
-                .matmul(&mut ffn, inter, &mid, h, rows, true);
+            // ffn = GELU(mid · Wiᵀ + bi): the bias is added by the GELU pass.
+            layer.intermediate.matmul(ffn, inter, mid, h, rows, false);
+            let bias = layer.intermediate.bias.as_slice();
             ffn[..rows * inter]
-                .par_chunks_mut(inter.max(4096))
-                .for_each(kernels::gelu_erf);
+                .par_chunks_mut(inter)
+                .for_each(|row| kernels::bias_gelu(row, bias));
             // x = LayerNorm(mid + bo + ffn · Wo2ᵀ)
             let bias = layer.output.bias.as_slice();
             x[..rows * h]
                 .par_chunks_mut(h)
                 .zip(mid.par_chunks(h))
                 .for_each(|(d, m)| kernels::add_into(d, m, bias));
-            layer.output.matmul(&mut x, h, &ffn, inter, rows, true);
+            layer.output.matmul(&mut x, h, ffn, inter, rows, true);
             layer.output_norm.apply(&mut x[..rows * h], h, self.eps);
+        }
+        if let Ok(mut w) = self.workspace.lock() {
+            *w = ws;
         }
         if self.layers.is_empty() {
             x = batch.offsets[..pairs]

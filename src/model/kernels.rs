@@ -90,10 +90,12 @@ fn erf(x: f32) -> f32 {
     x * p / q
 }
 
-dispatch!(gelu_erf(xs: &mut [f32]) {
-    // GELU(x) = x/2 · (1 + erf(x/√2)), the exact form of `ACT2FN["gelu"]`.
-    for x in xs.iter_mut() {
-        let v = *x;
+dispatch!(bias_gelu(row: &mut [f32], bias: &[f32]) {
+    // GELU(x + b) with GELU(x) = x/2 · (1 + erf(x/√2)), the exact form of
+    // `ACT2FN["gelu"]`. Adding the bias here spares the matmul a prefilled
+    // destination: one pass over the (tokens × intermediate) buffer less.
+    for (x, &b) in row.iter_mut().zip(bias) {
+        let v = *x + b;
         *x = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
     }
 });
@@ -216,9 +218,11 @@ mod tests {
             assert!((l[i] - want).abs() < 1e-5, "{i}: {} vs {want}", l[i]);
         }
         let mut g = vec![-3.0f32, -0.5, 0.0, 0.7, 2.5];
+        let b = [0.25f32, -0.5, 1.0, 0.0, -1.5];
         let orig = g.clone();
-        gelu_erf(&mut g);
-        for (y, x) in g.iter().zip(orig) {
+        bias_gelu(&mut g, &b);
+        for ((y, x), bias) in g.iter().zip(orig).zip(b) {
+            let x = x + bias;
             let want =
                 0.5 * x * (1.0 + candle_core::cpu::erf::erf_f64(x as f64 / 2f64.sqrt()) as f32);
             assert!((y - want).abs() < 1e-6);
