@@ -148,6 +148,24 @@ fn the_portable_candle_path_matches_the_reference_too() {
             case.logit
         );
     }
+    // All cases of each setting in one call: pairs of different lengths share
+    // a forward pass, and their attention runs padded to the longest.
+    for (k, r) in &raw {
+        let group: Vec<&Case> = cases.iter().filter(|c| key(&options(c)) == *k).collect();
+        let pairs: Vec<(&str, &str)> = group
+            .iter()
+            .map(|c| (c.query.as_str(), c.passage.as_str()))
+            .collect();
+        for (case, logit) in group.iter().zip(r.score(&pairs).unwrap()) {
+            assert!(
+                (logit - case.logit).abs() <= TOL,
+                "case {} in a batch of {}: candle logit {logit} vs reference {}",
+                case.name,
+                group.len(),
+                case.logit
+            );
+        }
+    }
 }
 
 #[test]
@@ -172,38 +190,45 @@ fn a_pair_scores_the_same_in_any_batch_as_alone() {
         .iter()
         .map(|c| (c.query.as_str(), c.passage.as_str()))
         .collect();
-    let alone = {
-        let r = Reranker::load(
-            fixture_dir(),
-            RerankerOptions {
-                max_length: Some(128),
-                batch_size: 1,
-                raw_scores: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        r.score(&pairs).unwrap()
-    };
-    for (batch_size, max_batch_tokens) in [(16, 16384), (3, 16384), (64, 200), (1000, 1 << 20)] {
-        let r = Reranker::load(
-            fixture_dir(),
-            RerankerOptions {
-                max_length: Some(128),
-                batch_size,
-                max_batch_tokens,
-                raw_scores: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let batched = r.score(&pairs).unwrap();
-        for (i, (a, b)) in alone.iter().zip(&batched).enumerate() {
-            assert!(
-                (a - b).abs() <= 1e-5,
-                "pair {i} ({}): alone {a}, batched {b} (batch_size {batch_size})",
-                picked[i].name
-            );
+    // The hand-written CPU model, then candle's (whose attention pads the
+    // pairs of a batch to the longest).
+    for portable in [false, true] {
+        let alone = {
+            let r = Reranker::load(
+                fixture_dir(),
+                RerankerOptions {
+                    max_length: Some(128),
+                    batch_size: 1,
+                    raw_scores: true,
+                    portable,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            r.score(&pairs).unwrap()
+        };
+        for (batch_size, max_batch_tokens) in [(16, 16384), (3, 16384), (64, 200), (1000, 1 << 20)]
+        {
+            let r = Reranker::load(
+                fixture_dir(),
+                RerankerOptions {
+                    max_length: Some(128),
+                    batch_size,
+                    max_batch_tokens,
+                    raw_scores: true,
+                    portable,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let batched = r.score(&pairs).unwrap();
+            for (i, (a, b)) in alone.iter().zip(&batched).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5,
+                    "pair {i} ({}): alone {a}, batched {b} (batch_size {batch_size}, portable {portable})",
+                    picked[i].name
+                );
+            }
         }
     }
 }

@@ -245,10 +245,28 @@ impl Layer {
     ) -> candle_core::Result<Tensor> {
         let qkv = self.qkv.forward(x)?;
         let mut outs = Vec::with_capacity(batch.len());
-        for i in 0..batch.len() {
-            let (start, len) = batch.pair(i);
-            let rows = if first_only { 1 } else { len };
-            outs.push(self.attention(&qkv.narrow(0, start, len)?, rows)?);
+        let rows = |len: usize| if first_only { 1 } else { len };
+        let mut i = 0;
+        while i < batch.len() {
+            // As many following pairs as fit one score block when padded to
+            // the longest of them.
+            let mut longest = batch.pair(i).1;
+            let mut end = i + 1;
+            while end < batch.len() {
+                let l = longest.max(batch.pair(end).1);
+                if (end + 1 - i) * self.heads * rows(l) * l > ATTENTION_BLOCK_ELEMENTS {
+                    break;
+                }
+                longest = l;
+                end += 1;
+            }
+            if end - i == 1 {
+                let (start, len) = batch.pair(i);
+                outs.push(self.attention(&qkv.narrow(0, start, len)?, rows(len))?);
+            } else {
+                outs.push(self.attention_padded(&qkv, batch, i..end, first_only)?);
+            }
+            i = end;
         }
         let context = Tensor::cat(&outs, 0)?;
         let residual = if first_only {
@@ -271,6 +289,56 @@ impl Layer {
                 .output
                 .apply(&hidden, Epilogue::BiasResidual, Some(&x))?,
         )
+    }
+
+    /// Self-attention of pairs `pairs` of `batch` at once, each padded to the
+    /// longest with masked keys: one gather, one batched matmul / softmax /
+    /// matmul and one scatter for all of them, where [`Self::attention`] launches
+    /// that sequence per pair (on a GPU, short pairs were bound by those
+    /// launches). `qkv`: (tokens, 3H) of the whole batch; returns the pairs'
+    /// rows of the context, (their tokens, H), or (pairs, H) with `first_only`.
+    fn attention_padded(
+        &self,
+        qkv: &Tensor,
+        batch: &PackedBatch,
+        pairs: std::ops::Range<usize>,
+        first_only: bool,
+    ) -> candle_core::Result<Tensor> {
+        let (nh, hd) = (self.heads, self.head_dim);
+        let n = pairs.len();
+        let spans: Vec<(usize, usize)> = pairs.map(|i| batch.pair(i)).collect();
+        let longest = spans.iter().map(|&(_, len)| len).max().unwrap_or(0);
+        let device = qkv.device();
+        // Row p·longest + t is token t of pair p; padding repeats the pair's
+        // first token, and its key gets -inf in the mask.
+        let mut gather = Vec::with_capacity(n * longest);
+        let mut mask = Vec::with_capacity(n * longest);
+        for &(start, len) in &spans {
+            for t in 0..longest {
+                gather.push((start + if t < len { t } else { 0 }) as u32);
+                mask.push(if t < len { 0f32 } else { f32::NEG_INFINITY });
+            }
+        }
+        let padded = qkv.index_select(&Tensor::new(gather.as_slice(), device)?, 0)?;
+        let qkv = split_heads(&padded, nh, hd)?; // (3, heads, n·longest, hd)
+        let part = |i: usize| qkv.i(i)?.reshape((nh, n, longest, hd));
+        let rows = if first_only { 1 } else { longest };
+        let q = part(0)?.narrow(2, 0, rows)?.contiguous()?;
+        let mask = Tensor::from_vec(mask, (1, n, 1, longest), device)?.to_dtype(qkv.dtype())?;
+        let scores = q.matmul(&part(1)?.t()?)?.broadcast_add(&mask)?;
+        let context = softmax_last_dim(&scores)?.matmul(&part(2)?)?; // (heads, n, rows, hd)
+        let context = context
+            .permute((1, 2, 0, 3))?
+            .reshape((n * rows, nh * hd))?;
+        if first_only || spans.iter().all(|&(_, len)| len == longest) {
+            return Ok(context);
+        }
+        let keep: Vec<u32> = spans
+            .iter()
+            .enumerate()
+            .flat_map(|(p, &(_, len))| (0..len).map(move |t| (p * longest + t) as u32))
+            .collect();
+        context.index_select(&Tensor::new(keep.as_slice(), device)?, 0)
     }
 
     /// Self-attention of one pair. `qkv`: (len, 3H); returns (rows, H) for the
