@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# 2026-11-27 (second session): CPU server under load, f32 and the current (mixed) int8, same
+# commands as the 2026-11-26 section of BENCHMARKS.md. Server and loadgen share the 2 cores.
+set -u
+cd "$(dirname "$0")"
+R=../../../../target/release/rerank
+L=../../../../target/release/loadgen
+for dt in f32 int8; do
+    $R serve --model /work/m3 --dtype $dt --threads 2 --port 8093 > serve-$dt.log 2>&1 &
+    pid=$!
+    for _ in $(seq 300); do curl -sf http://127.0.0.1:8093/health > /dev/null && break; sleep 0.2; done
+    $L --url http://127.0.0.1:8093 --duration 15 --warmup 2 --concurrency 1,4,16 --docs 1 --words 20,40 2>&1 | tee load-$dt-docs1.txt
+    $L --url http://127.0.0.1:8093 --duration 15 --warmup 2 --concurrency 4 --docs 8 --words 50,100 2>&1 | tee load-$dt-docs8.txt
+    curl -s http://127.0.0.1:8093/metrics | grep -E '^rerank_(batches|pairs|batch)' > metrics-$dt.txt
+    kill $pid; wait $pid; echo "server exit $?"
+done
