@@ -39,6 +39,7 @@ use rayon::prelude::*;
 use super::gemm_bf16::{matmul_bf16, PackedBf16};
 use super::kernels;
 use super::qgemm_i8::{matmul_i8, quantize_rows, PackedI8, QuantRows};
+use super::small_f32;
 use super::{PackedBatch, Precision};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -320,6 +321,10 @@ impl Linear {
             }
         }
         let w = self.weight.as_slice();
+        if rows <= small_f32::MAX_ROWS && *SMALL_F32 {
+            let shape = (self.out_dim, self.in_dim);
+            return small_f32::matmul(dst, dst_rs, x, x_rs, rows, w, shape, accumulate);
+        }
         // SAFETY: the bounds of all three operands are asserted above; W is
         // read as the (in × out) matrix Wᵀ through its strides.
         unsafe {
@@ -355,6 +360,12 @@ impl Linear {
             .for_each(|row| row[..self.out_dim].copy_from_slice(b));
     }
 }
+
+/// Whether f32 products of few rows take [`small_f32`] (AVX-512 CPUs) rather
+/// than `gemm`; `RERANK_SMALL_F32=0` turns it off (for comparisons).
+static SMALL_F32: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+    small_f32::available() && std::env::var("RERANK_SMALL_F32").map_or(true, |v| v != "0")
+});
 
 thread_local! {
     /// Activation buffer of the int8 layers, see [`Linear::matmul`].

@@ -12,6 +12,7 @@ mod cuda;
 pub mod gemm_bf16;
 mod kernels;
 pub mod qgemm_i8;
+mod small_f32;
 mod xlm_roberta;
 
 /// Arithmetic of the encoder's linear layers in [`CpuModel`].
