@@ -237,6 +237,8 @@ struct Linear {
     /// The weights in the kernel's own format when the layer does not run
     /// in f32 (`weight` is then released).
     packed: Packed,
+    /// Whether an f32 product of few rows may take [`small_f32`].
+    few_rows_kernel: bool,
 }
 
 /// Weights converted for a low-precision kernel.
@@ -254,7 +256,18 @@ impl Linear {
             in_dim,
             out_dim,
             packed: Packed::F32,
+            few_rows_kernel: true,
         })
+    }
+
+    /// Keeps this layer on `gemm` at every row count. For the f32 layers of an
+    /// int8 model (CPUs without AMX): their output is quantized next, and the
+    /// few-rows kernel's other summation order (last-bit differences) can
+    /// flip a quantization step, so a pair would score differently alone and
+    /// in a batch (tests/precision.rs catches it with the fallback kernels).
+    fn gemm_at_any_rows(mut self) -> Self {
+        self.few_rows_kernel = false;
+        self
     }
 
     /// Converts the weights for `precision`'s kernel and releases the f32 ones.
@@ -285,6 +298,7 @@ impl Linear {
             in_dim,
             out_dim,
             packed: Packed::F32,
+            few_rows_kernel: true,
         }
         .pack(precision)
     }
@@ -321,7 +335,7 @@ impl Linear {
             }
         }
         let w = self.weight.as_slice();
-        if rows <= small_f32::MAX_ROWS && *SMALL_F32 {
+        if self.few_rows_kernel && rows <= small_f32::MAX_ROWS && *SMALL_F32 {
             let shape = (self.out_dim, self.in_dim);
             return small_f32::matmul(dst, dst_rs, x, x_rs, rows, w, shape, accumulate);
         }
@@ -510,6 +524,14 @@ impl CpuModel {
             Precision::Int8 => Precision::F32,
             other => other,
         };
+        let residual = |layer: Linear| {
+            let layer = layer.pack(residual_precision);
+            if precision == Precision::F32 {
+                layer
+            } else {
+                layer.gemm_at_any_rows()
+            }
+        };
         let layers = (0..cfg.num_hidden_layers)
             .map(|n| {
                 let p = format!("roberta.encoder.layer.{n}");
@@ -524,13 +546,12 @@ impl CpuModel {
                 Ok(Layer {
                     qkv_parts,
                     qkv,
-                    attention_output: Linear::load(
+                    attention_output: residual(Linear::load(
                         &t,
                         &format!("{p}.attention.output.dense"),
                         h,
                         h,
-                    )?
-                    .pack(residual_precision),
+                    )?),
                     attention_norm: LayerNorm::load(
                         &t,
                         &format!("{p}.attention.output.LayerNorm"),
@@ -538,8 +559,7 @@ impl CpuModel {
                     )?,
                     intermediate: Linear::load(&t, &format!("{p}.intermediate.dense"), h, i)?
                         .pack(precision),
-                    output: Linear::load(&t, &format!("{p}.output.dense"), i, h)?
-                        .pack(residual_precision),
+                    output: residual(Linear::load(&t, &format!("{p}.output.dense"), i, h)?),
                     output_norm: LayerNorm::load(&t, &format!("{p}.output.LayerNorm"), h)?,
                 })
             })
