@@ -335,7 +335,10 @@ impl Linear {
             }
         }
         let w = self.weight.as_slice();
-        if self.few_rows_kernel && rows <= small_f32::MAX_ROWS && *SMALL_F32 {
+        if self.few_rows_kernel
+            && small_f32::pays_off(rows, self.out_dim, self.in_dim)
+            && *SMALL_F32
+        {
             let shape = (self.out_dim, self.in_dim);
             return small_f32::matmul(dst, dst_rs, x, x_rs, rows, w, shape, accumulate);
         }

@@ -1,7 +1,7 @@
 //! f32 `y = x·Wᵀ` for a few rows, reading the weights as stored (out × in,
 //! row-major) without packing them.
 //!
-//! Replaces `gemm::gemm` for up to [`MAX_ROWS`] rows on AVX-512 CPUs. `gemm`
+//! Replaces `gemm::gemm` for few rows ([`pays_off`]) on AVX-512 CPUs. `gemm`
 //! packs the weight matrix on every call; with few rows that packing costs
 //! more than the arithmetic (`perf` on single ~60-token pairs: 46 % of the
 //! time in `gemm`'s packing, 37 % in its microkernel), which made a one-pair
@@ -12,34 +12,46 @@
 //! memory once per call.
 //!
 //! Measured on the encoder's shapes (2 threads, Sapphire Rapids-class VM,
-//! 24 distinct weight matrices in turn so they come from memory, time per
-//! matrix; `gemm` 0.19 with the same strides):
+//! 24 distinct weight matrices in turn so they come from memory, median time
+//! per matrix; `gemm` 0.19 with the same strides, same run):
 //!
 //! | in → out    | rows | `gemm`  | this    | speed-up |
 //! |-------------|------|---------|---------|----------|
-//! | 1024 → 1024 | 16   | 1.86 ms | 0.34 ms | 5.5×     |
-//! | 1024 → 1024 | 64   | 1.81 ms | 0.76 ms | 2.4×     |
-//! | 1024 → 1024 | 128  | 2.35 ms | 1.36 ms | 1.7×     |
-//! | 1024 → 4096 | 16   | 2.66 ms | 1.22 ms | 2.2×     |
-//! | 1024 → 4096 | 64   | 3.72 ms | 2.74 ms | 1.4×     |
-//! | 1024 → 4096 | 128  | 5.14 ms | 4.87 ms | 1.05×    |
-//! | 4096 → 1024 | 16   | 7.83 ms | 1.25 ms | 6.3×     |
-//! | 4096 → 1024 | 64   | 8.50 ms | 3.08 ms | 2.8×     |
-//! | 4096 → 1024 | 128  | 8.88 ms | 6.21 ms | 1.4×     |
+//! | 1024 → 1024 | 16   | 1.87 ms | 0.36 ms | 5.3×     |
+//! | 1024 → 1024 | 64   | 1.89 ms | 0.83 ms | 2.3×     |
+//! | 1024 → 1024 | 128  | 2.27 ms | 1.50 ms | 1.5×     |
+//! | 1024 → 3072 | 16   | 2.02 ms | 1.00 ms | 2.0×     |
+//! | 1024 → 3072 | 64   | 2.87 ms | 2.58 ms | 1.1×     |
+//! | 1024 → 3072 | 128  | 3.91 ms | 4.63 ms | 0.84×    |
+//! | 1024 → 4096 | 16   | 2.66 ms | 1.34 ms | 2.0×     |
+//! | 1024 → 4096 | 64   | 3.68 ms | 3.25 ms | 1.1×     |
+//! | 1024 → 4096 | 128  | 5.19 ms | 5.90 ms | 0.88×    |
+//! | 4096 → 1024 | 16   | 7.76 ms | 1.30 ms | 6.0×     |
+//! | 4096 → 1024 | 64   | 7.27 ms | 2.86 ms | 2.5×     |
+//! | 4096 → 1024 | 128  | 8.39 ms | 5.08 ms | 1.7×     |
 //!
-//! Past ~128 rows `gemm` wins (its packing is then amortized), hence
-//! [`MAX_ROWS`]. Results differ from `gemm`'s only in summation order.
+//! Past that `gemm` wins (its packing is then amortized), hence
+//! [`pays_off`]. Results differ from `gemm`'s only in summation order, and
+//! do not depend on how many rows a call has.
 
 use rayon::prelude::*;
 
-/// Row counts up to this take this kernel (see the table above).
-pub const MAX_ROWS: usize = 128;
+/// Whether this kernel beats `gemm` for `rows` rows of an `in_dim → out_dim`
+/// layer (see the table above): up to 64 rows always, up to 128 when the
+/// layer does not widen (1024 → 1024, 4096 → 1024).
+pub fn pays_off(rows: usize, out_dim: usize, in_dim: usize) -> bool {
+    rows <= 64 || (rows <= 128 && out_dim <= in_dim)
+}
 /// Activation rows per block.
 const RB: usize = 4;
 /// Output channels per block.
 const OB: usize = 6;
 /// Output channels per parallel task.
 const TASK_OUTS: usize = 8 * OB;
+/// Inputs per pass: 6 weight rows of 1024 floats (24 KiB) stay in L1 while
+/// the activation blocks go by; a 4096-input layer runs in 4 passes, adding
+/// to what the first wrote (measured at 70 rows, 4096 → 1024: 3.70 → 3.04 ms).
+const KC: usize = 1024;
 
 /// Whether this CPU can run the kernel (AVX-512 F).
 pub fn available() -> bool {
@@ -95,45 +107,55 @@ pub fn matmul(
         .into_par_iter()
         .for_each(|task| {
             let end = ((task + 1) * TASK_OUTS).min(out_dim);
-            for o in (task * TASK_OUTS..end).step_by(OB) {
-                for r in (0..rows).step_by(RB) {
-                    // SAFETY: AVX-512 F is asserted above; rows r..r+nr of x
-                    // and dst and weight rows o..o+no lie within the asserted
-                    // bounds; tasks write disjoint output columns.
-                    #[cfg(target_arch = "x86_64")]
-                    unsafe {
-                        block(
-                            x.as_ptr().add(r * x_rs),
-                            x_rs,
-                            RB.min(rows - r),
-                            w.as_ptr().add(o * in_dim),
-                            in_dim,
-                            OB.min(end - o),
-                            dst.ptr().add(r * dst_rs + o),
-                            dst_rs,
-                            accumulate,
-                        )
+            for k0 in (0..in_dim.max(1)).step_by(KC) {
+                let k = KC.min(in_dim - k0);
+                for o in (task * TASK_OUTS..end).step_by(OB) {
+                    for r in (0..rows).step_by(RB) {
+                        // SAFETY: AVX-512 F is asserted above; rows r..r+nr of
+                        // x and dst, inputs k0..k0+k and weight rows o..o+no
+                        // lie within the asserted bounds; tasks write
+                        // disjoint output columns.
+                        #[cfg(target_arch = "x86_64")]
+                        unsafe {
+                            block(
+                                x.as_ptr().add(r * x_rs + k0),
+                                x_rs,
+                                RB.min(rows - r),
+                                w.as_ptr().add(o * in_dim + k0),
+                                in_dim,
+                                k,
+                                OB.min(end - o),
+                                dst.ptr().add(r * dst_rs + o),
+                                dst_rs,
+                                accumulate || k0 > 0,
+                            )
+                        }
                     }
                 }
             }
         });
 }
 
-/// One block: `nr` ≤ [`RB`] activation rows × `no` ≤ [`OB`] weight rows.
-/// Missing rows repeat the last real one (computed, never written).
+/// One block: `nr` ≤ [`RB`] activation rows (`x_rs` apart) × `no` ≤ [`OB`]
+/// weight rows (`w_rs` apart), `k` inputs each. Missing rows repeat the last
+/// real one (computed, never written).
+///
+/// Written with separate scalar arguments and plain index loops on purpose:
+/// with the row sets passed as tuples, LLVM stored every accumulator to the
+/// stack after each FMA in the hot loop (measured 1.4–2× slower).
 ///
 /// # Safety
-/// AVX-512 F must be present; `x` must hold `nr` rows of `k` floats `x_rs`
-/// apart, `w` `no` rows of `k` floats, `dst` `nr` rows of `no` writable
-/// floats `dst_rs` apart.
+/// AVX-512 F must be present; both row sets must hold `k` readable floats
+/// per row, `dst` `nr` rows of `no` writable floats `dst_rs` apart.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 unsafe fn block(
     x: *const f32,
     x_rs: usize,
     nr: usize,
     w: *const f32,
+    w_rs: usize,
     k: usize,
     no: usize,
     dst: *mut f32,
@@ -141,36 +163,50 @@ unsafe fn block(
     accumulate: bool,
 ) {
     use std::arch::x86_64::*;
-    let xr: [*const f32; RB] = std::array::from_fn(|i| x.add(i.min(nr - 1) * x_rs));
-    let wr: [*const f32; OB] = std::array::from_fn(|i| w.add(i.min(no - 1) * k));
+    let mut xr = [x; RB];
+    for i in 0..RB {
+        xr[i] = x.add(i.min(nr - 1) * x_rs);
+    }
+    let mut wr = [w; OB];
+    for i in 0..OB {
+        wr[i] = w.add(i.min(no - 1) * w_rs);
+    }
     let mut acc = [[_mm512_setzero_ps(); OB]; RB];
-    let full = k - k % 16;
-    for off in (0..full).step_by(16) {
-        let xv: [__m512; RB] = std::array::from_fn(|r| _mm512_loadu_ps(xr[r].add(off)));
-        for (o, &wp) in wr.iter().enumerate() {
-            let wv = _mm512_loadu_ps(wp.add(off));
+    let full = k / 16;
+    for c in 0..full {
+        let off = c * 16;
+        let mut xv = [_mm512_setzero_ps(); RB];
+        for r in 0..RB {
+            xv[r] = _mm512_loadu_ps(xr[r].add(off));
+        }
+        for o in 0..OB {
+            let wv = _mm512_loadu_ps(wr[o].add(off));
             for r in 0..RB {
                 acc[r][o] = _mm512_fmadd_ps(xv[r], wv, acc[r][o]);
             }
         }
     }
-    if full < k {
+    let rest = k - full * 16;
+    if rest > 0 {
         // The rest of a row whose length is no multiple of 16, read through
         // a mask (zeros past the end).
-        let mask = ((1u32 << (k - full)) - 1) as __mmask16;
-        let xv: [__m512; RB] =
-            std::array::from_fn(|r| _mm512_maskz_loadu_ps(mask, xr[r].add(full)));
-        for (o, &wp) in wr.iter().enumerate() {
-            let wv = _mm512_maskz_loadu_ps(mask, wp.add(full));
+        let mask = ((1u32 << rest) - 1) as __mmask16;
+        let off = full * 16;
+        let mut xv = [_mm512_setzero_ps(); RB];
+        for r in 0..RB {
+            xv[r] = _mm512_maskz_loadu_ps(mask, xr[r].add(off));
+        }
+        for o in 0..OB {
+            let wv = _mm512_maskz_loadu_ps(mask, wr[o].add(off));
             for r in 0..RB {
                 acc[r][o] = _mm512_fmadd_ps(xv[r], wv, acc[r][o]);
             }
         }
     }
-    for (r, acc) in acc.iter().enumerate().take(nr) {
+    for r in 0..nr {
         let d = dst.add(r * dst_rs);
-        for (o, &a) in acc.iter().enumerate().take(no) {
-            let s = _mm512_reduce_add_ps(a);
+        for o in 0..no {
+            let s = _mm512_reduce_add_ps(acc[r][o]);
             *d.add(o) = if accumulate { *d.add(o) + s } else { s };
         }
     }
@@ -195,7 +231,8 @@ mod tests {
         let mut checked = 0;
         for rows in [1, 3, 4, 5, 9] {
             for out_dim in [1, 5, 6, 7, 13, 50] {
-                for in_dim in [1, 15, 16, 17, 40] {
+                // 1030: two passes of KC inputs, the second with a tail.
+                for in_dim in [1, 15, 16, 17, 40, 1030] {
                     for accumulate in [false, true] {
                         let (x_rs, dst_rs) = (in_dim + 3, out_dim + 2);
                         let x = values((rows - 1) * x_rs + in_dim, 1);
@@ -242,6 +279,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 5 * 6 * 5 * 2);
+        assert_eq!(checked, 5 * 6 * 6 * 2);
     }
 }
