@@ -476,14 +476,15 @@ fn grown(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 
 /// A raw pointer that tasks writing disjoint parts of one buffer may share.
 #[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
-// SAFETY: every task writes a disjoint set of elements (see `attention`).
+pub(super) struct SharedMut(pub(super) *mut f32);
+// SAFETY: every user has each task write a disjoint set of elements (see
+// `attention` and `small_f32::matmul`).
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
 impl SharedMut {
     /// A method, so closures capture the whole `Send` wrapper, not the field.
-    fn ptr(self) -> *mut f32 {
+    pub(super) fn ptr(self) -> *mut f32 {
         self.0
     }
 }

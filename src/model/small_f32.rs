@@ -36,6 +36,8 @@
 
 use rayon::prelude::*;
 
+use super::cpu::SharedMut;
+
 /// Whether this kernel beats `gemm` for `rows` rows of an `in_dim → out_dim`
 /// layer (see the table above): up to 64 rows always, up to 128 when the
 /// layer does not widen (1024 → 1024, 4096 → 1024).
@@ -65,20 +67,6 @@ pub fn available() -> bool {
     }
 }
 
-/// A raw pointer that tasks writing disjoint columns of `dst` may share.
-#[derive(Clone, Copy)]
-struct Dst(*mut f32);
-// SAFETY: each task writes only its own output columns.
-unsafe impl Send for Dst {}
-unsafe impl Sync for Dst {}
-
-impl Dst {
-    /// A method, so closures capture the whole `Send` wrapper, not the field.
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// `dst[r·dst_rs + o] (+)= Σ_k x[r·x_rs + k] · w[o·in_dim + k]` for `rows`
 /// rows and `out_dim` outputs; with `accumulate`, adds to what `dst` holds.
 ///
@@ -102,7 +90,7 @@ pub fn matmul(
     assert!(w.len() >= out_dim * in_dim, "w too short");
     assert!(x.len() >= (rows - 1) * x_rs + in_dim, "x too short");
     assert!(dst.len() >= (rows - 1) * dst_rs + out_dim, "dst too short");
-    let dst = Dst(dst.as_mut_ptr());
+    let dst = SharedMut(dst.as_mut_ptr());
     (0..out_dim.div_ceil(TASK_OUTS))
         .into_par_iter()
         .for_each(|task| {
