@@ -193,23 +193,8 @@ fn a_pair_scores_the_same_in_any_batch_as_alone() {
     // The hand-written CPU model, then candle's (whose attention pads the
     // pairs of a batch to the longest).
     for portable in [false, true] {
-        let alone = {
-            let r = Reranker::load(
-                fixture_dir(),
-                RerankerOptions {
-                    max_length: Some(128),
-                    batch_size: 1,
-                    raw_scores: true,
-                    portable,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-            r.score(&pairs).unwrap()
-        };
-        for (batch_size, max_batch_tokens) in [(16, 16384), (3, 16384), (64, 200), (1000, 1 << 20)]
-        {
-            let r = Reranker::load(
+        let load = |batch_size, max_batch_tokens| {
+            Reranker::load(
                 fixture_dir(),
                 RerankerOptions {
                     max_length: Some(128),
@@ -220,7 +205,14 @@ fn a_pair_scores_the_same_in_any_batch_as_alone() {
                     ..Default::default()
                 },
             )
+            .unwrap()
+        };
+        let alone = load(1, RerankerOptions::default().max_batch_tokens)
+            .score(&pairs)
             .unwrap();
+        for (batch_size, max_batch_tokens) in [(16, 16384), (3, 16384), (64, 200), (1000, 1 << 20)]
+        {
+            let r = load(batch_size, max_batch_tokens);
             let batched = r.score(&pairs).unwrap();
             for (i, (a, b)) in alone.iter().zip(&batched).enumerate() {
                 assert!(

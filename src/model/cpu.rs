@@ -337,7 +337,7 @@ impl Linear {
         let w = self.weight.as_slice();
         if self.few_rows_kernel
             && small_f32::pays_off(rows, self.out_dim, self.in_dim)
-            && *SMALL_F32
+            && small_f32::enabled()
         {
             let shape = (self.out_dim, self.in_dim);
             return small_f32::matmul(dst, dst_rs, x, x_rs, rows, w, shape, accumulate);
@@ -377,12 +377,6 @@ impl Linear {
             .for_each(|row| row[..self.out_dim].copy_from_slice(b));
     }
 }
-
-/// Whether f32 products of few rows take [`small_f32`] (AVX-512 CPUs) rather
-/// than `gemm`; `RERANK_SMALL_F32=0` turns it off (for comparisons).
-static SMALL_F32: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
-    small_f32::available() && std::env::var("RERANK_SMALL_F32").map_or(true, |v| v != "0")
-});
 
 thread_local! {
     /// Activation buffer of the int8 layers, see [`Linear::matmul`].

@@ -55,6 +55,15 @@ const TASK_OUTS: usize = 8 * OB;
 /// to what the first wrote (measured at 70 rows, 4096 → 1024: 3.70 → 3.04 ms).
 const KC: usize = 1024;
 
+/// Whether the engine uses this kernel: the CPU can run it and
+/// `RERANK_SMALL_F32=0` (for comparisons) does not turn it off.
+pub fn enabled() -> bool {
+    static ENABLED: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+        available() && std::env::var("RERANK_SMALL_F32").map_or(true, |v| v != "0")
+    });
+    *ENABLED
+}
+
 /// Whether this CPU can run the kernel (AVX-512 F).
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]

@@ -23,7 +23,7 @@ use crate::config::ModelConfig;
 const ATTENTION_BLOCK_ELEMENTS: usize = 32 << 20;
 
 /// Pairs up to this many tokens have their attention computed together,
-/// padded to the longest (see `Layer::attention_padded`); longer pairs one by
+/// padded to the longest (see [`AttentionPlan`]); longer pairs one by
 /// one. Measured on an H200 in f16: with pairs of ~80–160 tokens the padded
 /// path served 3.5–4× the pairs/s; with every pair padded (seed-512x10,
 /// seed-1024x20, rag-50) it was 1.2–2.5× slower than pair by pair, because the
@@ -242,49 +242,32 @@ impl Layer {
         })
     }
 
-    /// `x`: (tokens, H). With `first_only`, only the first token of each pair
-    /// is computed (keys and values still see every token) and the result has
-    /// one row per pair: all the classification head needs from the last layer.
+    /// `x`: (tokens, H). With `plan.first_only`, only the first token of each
+    /// pair is computed (keys and values still see every token) and the result
+    /// has one row per pair: all the classification head needs from the last
+    /// layer.
     fn forward(
         &self,
         x: &Tensor,
         batch: &PackedBatch,
-        first_only: bool,
+        plan: &AttentionPlan,
     ) -> candle_core::Result<Tensor> {
+        let first_only = plan.first_only;
         let qkv = self.qkv.forward(x)?;
-        let mut outs = Vec::with_capacity(batch.len());
-        let rows = |len: usize| if first_only { 1 } else { len };
-        let mut i = 0;
-        while i < batch.len() {
-            // As many following pairs as fit one score block when padded to
-            // the longest of them.
-            let mut longest = batch.pair(i).1;
-            let mut end = i + 1;
-            while end < batch.len() {
-                let l = longest.max(batch.pair(end).1);
-                if l > PADDED_ATTENTION_MAX_LEN
-                    || (end + 1 - i) * self.heads * rows(l) * l > ATTENTION_BLOCK_ELEMENTS
-                {
-                    break;
+        let mut outs = Vec::with_capacity(plan.groups.len());
+        for group in &plan.groups {
+            outs.push(match group {
+                Group::Alone(i) => {
+                    let (start, len) = batch.pair(*i);
+                    let rows = if first_only { 1 } else { len };
+                    self.attention(&qkv.narrow(0, start, len)?, rows)?
                 }
-                longest = l;
-                end += 1;
-            }
-            if end - i == 1 {
-                let (start, len) = batch.pair(i);
-                outs.push(self.attention(&qkv.narrow(0, start, len)?, rows(len))?);
-            } else {
-                outs.push(self.attention_padded(&qkv, batch, i..end, first_only)?);
-            }
-            i = end;
+                Group::Padded(padded) => self.attention_padded(&qkv, padded, first_only)?,
+            });
         }
         let context = Tensor::cat(&outs, 0)?;
         let residual = if first_only {
-            let firsts: Vec<u32> = batch.offsets[..batch.len()]
-                .iter()
-                .map(|&o| o as u32)
-                .collect();
-            x.index_select(&Tensor::new(firsts.as_slice(), x.device())?, 0)?
+            x.index_select(&first_rows(batch, x.device())?, 0)?
         } else {
             x.clone()
         };
@@ -301,54 +284,33 @@ impl Layer {
         )
     }
 
-    /// Self-attention of pairs `pairs` of `batch` at once, each padded to the
-    /// longest with masked keys: one gather, one batched matmul / softmax /
-    /// matmul and one scatter for all of them, where [`Self::attention`] launches
-    /// that sequence per pair (on a GPU, short pairs were bound by those
-    /// launches). `qkv`: (tokens, 3H) of the whole batch; returns the pairs'
-    /// rows of the context, (their tokens, H), or (pairs, H) with `first_only`.
+    /// Self-attention of a group of pairs at once, each padded to the longest
+    /// with masked keys: one gather, one batched matmul / softmax / matmul and
+    /// one scatter for all of them, where [`Self::attention`] launches that
+    /// sequence per pair (on a GPU, short pairs were bound by those launches).
+    /// `qkv`: (tokens, 3H) of the whole batch; returns the pairs' rows of the
+    /// context, (their tokens, H), or (pairs, H) with `first_only`.
     fn attention_padded(
         &self,
         qkv: &Tensor,
-        batch: &PackedBatch,
-        pairs: std::ops::Range<usize>,
+        padded: &Padded,
         first_only: bool,
     ) -> candle_core::Result<Tensor> {
         let (nh, hd) = (self.heads, self.head_dim);
-        let n = pairs.len();
-        let spans: Vec<(usize, usize)> = pairs.map(|i| batch.pair(i)).collect();
-        let longest = spans.iter().map(|&(_, len)| len).max().unwrap_or(0);
-        let device = qkv.device();
-        // Row p·longest + t is token t of pair p; padding repeats the pair's
-        // first token, and its key gets -inf in the mask.
-        let mut gather = Vec::with_capacity(n * longest);
-        let mut mask = Vec::with_capacity(n * longest);
-        for &(start, len) in &spans {
-            for t in 0..longest {
-                gather.push((start + if t < len { t } else { 0 }) as u32);
-                mask.push(if t < len { 0f32 } else { f32::NEG_INFINITY });
-            }
-        }
-        let padded = qkv.index_select(&Tensor::new(gather.as_slice(), device)?, 0)?;
-        let qkv = split_heads(&padded, nh, hd)?; // (3, heads, n·longest, hd)
+        let (n, longest) = (padded.pairs, padded.longest);
+        let qkv = split_heads(&qkv.index_select(&padded.gather, 0)?, nh, hd)?; // (3, heads, n·longest, hd)
         let part = |i: usize| qkv.i(i)?.reshape((nh, n, longest, hd));
         let rows = if first_only { 1 } else { longest };
         let q = part(0)?.narrow(2, 0, rows)?.contiguous()?;
-        let mask = Tensor::from_vec(mask, (1, n, 1, longest), device)?.to_dtype(qkv.dtype())?;
-        let scores = q.matmul(&part(1)?.t()?)?.broadcast_add(&mask)?;
+        let scores = q.matmul(&part(1)?.t()?)?.broadcast_add(&padded.mask)?;
         let context = softmax_last_dim(&scores)?.matmul(&part(2)?)?; // (heads, n, rows, hd)
         let context = context
             .permute((1, 2, 0, 3))?
             .reshape((n * rows, nh * hd))?;
-        if first_only || spans.iter().all(|&(_, len)| len == longest) {
-            return Ok(context);
+        match &padded.keep {
+            Some(keep) => context.index_select(keep, 0),
+            None => Ok(context),
         }
-        let keep: Vec<u32> = spans
-            .iter()
-            .enumerate()
-            .flat_map(|(p, &(_, len))| (0..len).map(move |t| (p * longest + t) as u32))
-            .collect();
-        context.index_select(&Tensor::new(keep.as_slice(), device)?, 0)
     }
 
     /// Self-attention of one pair. `qkv`: (len, 3H); returns (rows, H) for the
@@ -406,6 +368,124 @@ fn split_heads(qkv: &Tensor, heads: usize, head_dim: usize) -> candle_core::Resu
     qkv.reshape((qkv.dim(0)?, 3, heads, head_dim))?
         .permute((1, 2, 0, 3))?
         .contiguous()
+}
+
+/// Row index of each pair's `<s>` token in a packed batch.
+fn first_rows(batch: &PackedBatch, device: &Device) -> candle_core::Result<Tensor> {
+    let firsts: Vec<u32> = batch.offsets[..batch.len()]
+        .iter()
+        .map(|&o| o as u32)
+        .collect();
+    Tensor::new(firsts.as_slice(), device)
+}
+
+/// Which pairs of a batch go through attention together: the same in every
+/// layer, so the groups and their index and mask tensors are built (and
+/// uploaded to the device) once per forward pass, not once per layer.
+struct AttentionPlan {
+    groups: Vec<Group>,
+    /// Only each pair's `<s>` row is computed (the last layer).
+    first_only: bool,
+}
+
+enum Group {
+    /// Pair `i` of the batch, attended alone.
+    Alone(usize),
+    /// Consecutive pairs padded to the longest (`Layer::attention_padded`).
+    Padded(Padded),
+}
+
+struct Padded {
+    pairs: usize,
+    longest: usize,
+    /// Row p·longest + t is token t of pair p; padding repeats the pair's
+    /// first token.
+    gather: Tensor,
+    /// (1, pairs, 1, longest): 0 for real keys, -inf for padding.
+    mask: Tensor,
+    /// The real rows of the padded context, when some pair is shorter (and
+    /// every row is computed).
+    keep: Option<Tensor>,
+}
+
+impl AttentionPlan {
+    /// Groups consecutive pairs of up to [`PADDED_ATTENTION_MAX_LEN`] tokens
+    /// as long as their padded scores fit one block of
+    /// [`ATTENTION_BLOCK_ELEMENTS`]; every other pair goes alone.
+    fn new(
+        batch: &PackedBatch,
+        heads: usize,
+        first_only: bool,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        let rows = |len: usize| if first_only { 1 } else { len };
+        let mut groups = Vec::new();
+        let mut i = 0;
+        while i < batch.len() {
+            let mut longest = batch.pair(i).1;
+            let mut end = i + 1;
+            while end < batch.len() {
+                let l = longest.max(batch.pair(end).1);
+                if l > PADDED_ATTENTION_MAX_LEN
+                    || (end + 1 - i) * heads * rows(l) * l > ATTENTION_BLOCK_ELEMENTS
+                {
+                    break;
+                }
+                longest = l;
+                end += 1;
+            }
+            groups.push(if end - i == 1 {
+                Group::Alone(i)
+            } else {
+                let rows = i..end;
+                Group::Padded(Padded::new(
+                    batch, rows, longest, first_only, dtype, device,
+                )?)
+            });
+            i = end;
+        }
+        Ok(Self { groups, first_only })
+    }
+}
+
+impl Padded {
+    fn new(
+        batch: &PackedBatch,
+        pairs: std::ops::Range<usize>,
+        longest: usize,
+        first_only: bool,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        let spans: Vec<(usize, usize)> = pairs.map(|i| batch.pair(i)).collect();
+        let n = spans.len();
+        let mut gather = Vec::with_capacity(n * longest);
+        let mut mask = Vec::with_capacity(n * longest);
+        for &(start, len) in &spans {
+            for t in 0..longest {
+                gather.push((start + if t < len { t } else { 0 }) as u32);
+                mask.push(if t < len { 0f32 } else { f32::NEG_INFINITY });
+            }
+        }
+        let keep = if first_only || spans.iter().all(|&(_, len)| len == longest) {
+            None
+        } else {
+            let keep: Vec<u32> = spans
+                .iter()
+                .enumerate()
+                .flat_map(|(p, &(_, len))| (0..len).map(move |t| (p * longest + t) as u32))
+                .collect();
+            Some(Tensor::new(keep.as_slice(), device)?)
+        };
+        Ok(Self {
+            pairs: n,
+            longest,
+            gather: Tensor::new(gather.as_slice(), device)?,
+            mask: Tensor::from_vec(mask, (1, n, 1, longest), device)?.to_dtype(dtype)?,
+            keep,
+        })
+    }
 }
 
 /// `classifier`: `RobertaClassificationHead` (dense → tanh → out_proj) on `<s>`.
@@ -494,16 +574,15 @@ impl XlmRobertaForSequenceClassification {
     /// The encoder's output at each pair's `<s>`: (pairs, H).
     fn first_tokens(&self, batch: &PackedBatch) -> candle_core::Result<Tensor> {
         let mut x = self.embeddings.forward(batch, &self.device)?;
-        let last = self.layers.len().saturating_sub(1);
+        let Some(heads) = self.layers.first().map(|l| l.heads) else {
+            return x.index_select(&first_rows(batch, &self.device)?, 0);
+        };
+        let plan =
+            |first_only| AttentionPlan::new(batch, heads, first_only, self.dtype, &self.device);
+        let (every_row, last_rows) = (plan(false)?, plan(true)?);
+        let last = self.layers.len() - 1;
         for (n, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, batch, n == last)?;
-        }
-        if self.layers.is_empty() {
-            let firsts: Vec<u32> = batch.offsets[..batch.len()]
-                .iter()
-                .map(|&o| o as u32)
-                .collect();
-            x = x.index_select(&Tensor::new(firsts.as_slice(), &self.device)?, 0)?;
+            x = layer.forward(&x, batch, if n == last { &last_rows } else { &every_row })?;
         }
         Ok(x)
     }
