@@ -1,5 +1,5 @@
-//! With the `cuda` feature, compiles the fused kernels of `src/model/cuda/kernels.cu`
-//! to PTX (loaded at run time by `src/model/cuda.rs`). Needs `nvcc` on PATH, as
+//! With the `cuda` feature, compiles the fused kernels of `src/model/candle/kernels.cu`
+//! to PTX (loaded at run time by `src/model/candle/cuda.rs`). Needs `nvcc` on PATH, as
 //! candle's own CUDA kernels do. Without the feature there is nothing to build.
 
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ fn main() {
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
-    let source = "src/model/cuda/kernels.cu";
+    let source = "src/model/candle/kernels.cu";
     println!("cargo:rerun-if-changed={source}");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("rerank_kernels.ptx");

@@ -11,7 +11,7 @@
 # (seconds per run, default 10), PORT (default 8097), DTYPE (default f16),
 # DEVICE (default cuda; cpu only to try the script without a GPU).
 set -u
-out=${1:-bench/results/gpu-serve}
+out=${1:-bench/results/$(date -u +%F)-gpu-serve}
 bin=${RERANK:-target/release/rerank}
 loadgen=${LOADGEN:-target/release/loadgen}
 model=${MODEL:-/tmp/rerank-m3}
@@ -22,7 +22,7 @@ dev=${DEVICE:-cuda}
 url=http://127.0.0.1:$port
 mkdir -p "$out"
 
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; lscpu | grep 'Model name'; } | tee "$out/machine.txt"
 [ -f "$model/model.safetensors" ] || "$bin" bench --synthetic --save "$model"
 
 "$bin" serve --model "$model" --device "$dev" --dtype "$dtype" --port "$port" >"$out/serve.log" 2>&1 &

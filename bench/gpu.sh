@@ -12,7 +12,7 @@
 # sampled every 20 ms, minus what was in use before the process started: the same
 # measure for both engines.
 set -u
-out=${1:-bench/results/gpu}
+out=${1:-bench/results/$(date -u +%F)-gpu}
 bin=${RERANK:-target/release/rerank}
 model=${MODEL:-/tmp/rerank-m3}
 runs=${RUNS:-3}
@@ -38,7 +38,7 @@ with_memory() {
     return $rc
 }
 
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; lscpu | grep 'Model name'; } | tee "$out/machine.txt"
 "$bin" --version
 
 echo "== demo on the GPU (tiny fixture)"

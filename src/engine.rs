@@ -5,119 +5,14 @@
 //! model and put back in input order.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
-
+use crate::backend::{check_logits, Backend, BatchBudget, PackedBatch, ScoreTransform, TokenSpace};
+pub use crate::backend::{rank_scores, Ranked};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::model::{
-    CpuModel, Model, PackedBatch, Precision, WeightSource, XlmRobertaForSequenceClassification,
-};
+use crate::model::{Choice, Model, Weights};
+pub use crate::model::{DeviceKind, Dtype};
 use crate::tokenize::{EncodedPair, PairEncoder, Side, Truncation, TruncationParams};
-
-/// Where the forward pass runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DeviceKind {
-    #[default]
-    Cpu,
-    /// A CUDA GPU by ordinal (needs the `cuda` cargo feature).
-    Cuda(usize),
-}
-
-impl FromStr for DeviceKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "cpu" => Ok(Self::Cpu),
-            "cuda" | "gpu" => Ok(Self::Cuda(0)),
-            _ => match s.strip_prefix("cuda:").map(str::parse) {
-                Some(Ok(n)) => Ok(Self::Cuda(n)),
-                _ => Err(Error::InvalidOption(format!(
-                    "unknown device {s:?}; use cpu, cuda or cuda:N"
-                ))),
-            },
-        }
-    }
-}
-
-impl std::fmt::Display for DeviceKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Cpu => f.write_str("cpu"),
-            Self::Cuda(n) => write!(f, "cuda:{n}"),
-        }
-    }
-}
-
-/// Numeric type of weights and activations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dtype {
-    F32,
-    F16,
-    Bf16,
-    /// int8 weights and activations in the encoder's linear layers (CPU only).
-    Int8,
-}
-
-impl FromStr for Dtype {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "f32" | "float32" | "fp32" => Ok(Self::F32),
-            "f16" | "float16" | "fp16" => Ok(Self::F16),
-            "bf16" | "bfloat16" => Ok(Self::Bf16),
-            "int8" | "i8" | "qint8" => Ok(Self::Int8),
-            _ => Err(Error::InvalidOption(format!(
-                "unknown dtype {s:?}; use f32, f16, bf16 or int8"
-            ))),
-        }
-    }
-}
-
-impl std::fmt::Display for Dtype {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::F32 => "f32",
-            Self::F16 => "f16",
-            Self::Bf16 => "bf16",
-            Self::Int8 => "int8",
-        })
-    }
-}
-
-impl Dtype {
-    /// f16 on a GPU (what the seed's `use_fp16` means), f32 on a CPU.
-    pub fn default_for(device: DeviceKind) -> Self {
-        match device {
-            DeviceKind::Cpu => Self::F32,
-            DeviceKind::Cuda(_) => Self::F16,
-        }
-    }
-
-    /// candle's dtype; int8 has none (it runs only in the CPU model).
-    pub(crate) fn candle(self) -> Result<DType> {
-        match self {
-            Self::F32 => Ok(DType::F32),
-            Self::F16 => Ok(DType::F16),
-            Self::Bf16 => Ok(DType::BF16),
-            Self::Int8 => Err(Error::Unavailable(
-                "int8 runs only on CPU from model.safetensors; use --device cpu, or --dtype f16 on CUDA".into(),
-            )),
-        }
-    }
-
-    /// The hand-written CPU model's precision for this dtype, if it has one.
-    pub fn cpu_precision(self) -> Option<Precision> {
-        match self {
-            Self::F32 => Some(Precision::F32),
-            Self::Bf16 => Some(Precision::Bf16),
-            Self::Int8 => Some(Precision::Int8),
-            Self::F16 => None,
-        }
-    }
-}
 
 /// Settings users know from the reference tools. `Default` gives
 /// bge-reranker-v2-m3's: max_length 8192, batch_size 16, longest-first, sigmoid scores.
@@ -167,14 +62,6 @@ impl Default for RerankerOptions {
             portable: false,
         }
     }
-}
-
-/// One ranked passage.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Ranked {
-    /// Position of the passage in the input.
-    pub index: usize,
-    pub score: f32,
 }
 
 /// The files a model directory provides.
@@ -241,39 +128,17 @@ impl Reranker {
                 ),
             });
         }
-        let dtype = options.dtype.unwrap_or(Dtype::default_for(options.device));
-        let device = make_device(options.device)?;
-        check_dtype(dtype, &device)?;
+        let weights = Weights::File(files.weights.clone());
+        let choice = Choice::new(options.device, options.dtype, options.portable, &weights)?;
+        choice.device.open()?;
         if !files.weights.exists() {
             return Err(Error::MissingFile {
                 path: files.weights.clone(),
                 hint: "no weights (model.safetensors or pytorch_model.bin) in the model directory; download the model with `rerank download MODEL_ID`".into(),
             });
         }
-        let is_safetensors = files
-            .weights
-            .extension()
-            .is_some_and(|e| e == "safetensors");
-        let cpu_precision = dtype.cpu_precision().filter(|&p| {
-            device.is_cpu() && is_safetensors && !(options.portable && p == Precision::F32)
-        });
-        let model = if let Some(precision) = cpu_precision {
-            Model::Cpu(Box::new(CpuModel::load(
-                &WeightSource::map(&files.weights)?,
-                &config,
-                precision,
-            )?))
-        } else {
-            let vb = weights(&files.weights, dtype.candle()?, &device)?;
-            Model::Candle(Box::new(
-                XlmRobertaForSequenceClassification::load(vb, &config).map_err(|e| {
-                    Error::Weights {
-                        path: files.weights.clone(),
-                        reason: e.to_string(),
-                    }
-                })?,
-            ))
-        };
+        let model = Model::load(weights, &config, choice)?;
+        let dtype = choice.dtype;
         Ok(Self {
             model,
             encoder,
@@ -351,7 +216,7 @@ impl Reranker {
     {
         let encoded = self.encode_pairs(pairs)?;
         let logits = self.logits(&encoded)?;
-        Ok(self.transform(logits))
+        Ok(self.transform().apply_all(logits))
     }
 
     /// Scores passages against one query and returns them best first
@@ -365,7 +230,7 @@ impl Reranker {
         let encoded = self
             .encoder
             .encode_passages(query, passages, &self.truncation)?;
-        let scores = self.transform(self.logits(&encoded)?);
+        let scores = self.transform().apply_all(self.logits(&encoded)?);
         Ok(rank_scores(&scores, top_k))
     }
 
@@ -373,11 +238,7 @@ impl Reranker {
     pub fn logits<P: AsRef<[u32]> + Sync>(&self, pairs: &[P]) -> Result<Vec<f32>> {
         let lens: Vec<usize> = pairs.iter().map(|p| p.as_ref().len()).collect();
         let mut out = vec![0f32; pairs.len()];
-        for batch in plan_batches(
-            &lens,
-            self.options.batch_size,
-            self.options.max_batch_tokens,
-        ) {
+        for batch in self.budget().plan(&lens) {
             let ids: Vec<&[u32]> = batch.iter().map(|&i| pairs[i].as_ref()).collect();
             let logits = self.forward(&ids)?;
             for (&i, l) in batch.iter().zip(logits) {
@@ -387,22 +248,30 @@ impl Reranker {
         Ok(out)
     }
 
-    /// One forward pass over the given pairs, no further batching.
+    /// One forward pass over the given pairs, no further batching. Each pair
+    /// must be non-empty, within the model's position limit and its
+    /// vocabulary (else an error); every logit returned is finite.
     pub fn forward<P: AsRef<[u32]>>(&self, pairs: &[P]) -> Result<Vec<f32>> {
-        self.model.forward(&self.pack(pairs)?)
+        let logits = self.model.forward(&self.pack(pairs)?)?;
+        check_logits(&logits, pairs.len())?;
+        Ok(logits)
     }
 
-    /// The pairs as one packed batch, once each is checked against the
-    /// model's position limit.
-    fn pack<P: AsRef<[u32]>>(&self, pairs: &[P]) -> Result<PackedBatch> {
-        let limit = self.config.max_tokens();
-        if let Some(p) = pairs.iter().find(|p| p.as_ref().len() > limit) {
-            return Err(Error::MaxLengthTooLarge {
-                requested: p.as_ref().len(),
-                limit,
-            });
+    /// The limits of one forward pass, from the options.
+    pub fn budget(&self) -> BatchBudget {
+        BatchBudget {
+            max_pairs: self.options.batch_size,
+            max_tokens: self.options.max_batch_tokens,
         }
-        Ok(PackedBatch::new(pairs, self.model.pad_token_id()))
+    }
+
+    /// How logits become scores, from the options.
+    pub fn transform(&self) -> ScoreTransform {
+        ScoreTransform::raw_if(self.options.raw_scores)
+    }
+
+    fn pack<P: AsRef<[u32]>>(&self, pairs: &[P]) -> Result<PackedBatch> {
+        PackedBatch::new(pairs, &TokenSpace::of(&self.config))
     }
 
     /// Raw logits and each pair's final `<s>` hidden state (what the
@@ -416,13 +285,10 @@ impl Reranker {
         let lens: Vec<usize> = pairs.iter().map(|p| p.as_ref().len()).collect();
         let (mut logits, mut hidden) = (vec![0f32; pairs.len()], vec![Vec::new(); pairs.len()]);
         let h = self.config.hidden_size;
-        for batch in plan_batches(
-            &lens,
-            self.options.batch_size,
-            self.options.max_batch_tokens,
-        ) {
+        for batch in self.budget().plan(&lens) {
             let ids: Vec<&[u32]> = batch.iter().map(|&i| pairs[i].as_ref()).collect();
             let (l, states) = self.model.forward_hidden(&self.pack(&ids)?)?;
+            check_logits(&l, ids.len())?;
             for ((&i, l), state) in batch.iter().zip(l).zip(states.chunks_exact(h)) {
                 logits[i] = l;
                 hidden[i] = state.to_vec();
@@ -430,55 +296,12 @@ impl Reranker {
         }
         Ok((logits, hidden))
     }
-
-    fn transform(&self, mut logits: Vec<f32>) -> Vec<f32> {
-        if !self.options.raw_scores {
-            logits.iter_mut().for_each(|x| *x = sigmoid(*x));
-        }
-        logits
-    }
 }
 
-/// The logistic function that turns a logit into a score in (0, 1).
-pub fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
-
-/// Indices sorted by score, best first, ties in input order, cut to `top_k`.
-pub fn rank_scores(scores: &[f32], top_k: Option<usize>) -> Vec<Ranked> {
-    let mut ranked: Vec<Ranked> = scores
-        .iter()
-        .enumerate()
-        .map(|(index, &score)| Ranked { index, score })
-        .collect();
-    ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
-    ranked.truncate(top_k.unwrap_or(usize::MAX));
-    ranked
-}
-
-/// Groups pair indices into batches: longest pairs first, at most
-/// `batch_size` pairs and at most `max_batch_tokens` padded tokens
-/// (pairs × longest) each; a pair longer than the budget goes alone.
-pub fn plan_batches(lens: &[usize], batch_size: usize, max_batch_tokens: usize) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..lens.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
-    let mut batches = Vec::new();
-    let mut current: Vec<usize> = Vec::new();
-    for i in order {
-        // Sorted descending: the first pair of a batch is its longest.
-        let longest = current.first().map_or(lens[i], |&f| lens[f]);
-        if !current.is_empty()
-            && (current.len() >= batch_size.max(1)
-                || (current.len() + 1) * longest > max_batch_tokens)
-        {
-            batches.push(std::mem::take(&mut current));
-        }
-        current.push(i);
+impl Backend for Reranker {
+    fn predict(&self, pairs: &[&[u32]]) -> Result<Vec<f32>> {
+        self.forward(pairs)
     }
-    if !current.is_empty() {
-        batches.push(current);
-    }
-    batches
 }
 
 fn truncation_params(options: &RerankerOptions, config: &ModelConfig) -> Result<TruncationParams> {
@@ -499,6 +322,11 @@ fn truncation_params(options: &RerankerOptions, config: &ModelConfig) -> Result<
     if options.batch_size == 0 {
         return Err(Error::InvalidOption("batch_size must be at least 1".into()));
     }
+    if options.max_batch_tokens == 0 {
+        return Err(Error::InvalidOption(
+            "max_batch_tokens must be at least 1".into(),
+        ));
+    }
     let query_max_length = options.query_max_length.unwrap_or(max_length * 3 / 4);
     if query_max_length > max_length - min {
         return Err(Error::InvalidOption(format!(
@@ -512,50 +340,4 @@ fn truncation_params(options: &RerankerOptions, config: &ModelConfig) -> Result<
         query_max_length,
         side: options.truncation_side,
     })
-}
-
-pub(crate) fn make_device(kind: DeviceKind) -> Result<Device> {
-    match kind {
-        DeviceKind::Cpu => Ok(Device::Cpu),
-        DeviceKind::Cuda(n) => {
-            if !cfg!(feature = "cuda") {
-                return Err(Error::Unavailable(
-                    "this build has no CUDA support; rebuild with `cargo build --release --features cuda` (needs the CUDA toolkit) or use --device cpu".into(),
-                ));
-            }
-            Device::new_cuda(n).map_err(|e| {
-                Error::Unavailable(format!(
-                    "cannot open CUDA device {n}: {}; check that `nvidia-smi` lists it and that \
-                     the driver supports the CUDA version this binary was built with (or use --device cpu)",
-                    crate::error::without_backtrace(&e)
-                ))
-            })
-        }
-    }
-}
-
-pub(crate) fn check_dtype(dtype: Dtype, device: &Device) -> Result<()> {
-    if !device.is_cpu() && dtype == Dtype::Int8 {
-        return Err(Error::Unavailable(
-            "int8 runs only on CPU; use --device cpu, or --dtype f16 on CUDA".into(),
-        ));
-    }
-    Ok(())
-}
-
-fn weights<'a>(path: &Path, dtype: DType, device: &'a Device) -> Result<VarBuilder<'a>> {
-    let corrupt = |e: candle_core::Error| Error::CorruptFile {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
-    if path.extension().is_some_and(|e| e == "bin") {
-        // PyTorch pickle checkpoints: candle reads the common (zip) layout.
-        return VarBuilder::from_pth(path, dtype, device).map_err(|e| Error::CorruptFile {
-            path: path.to_path_buf(),
-            reason: format!("{e}; convert it to model.safetensors (e.g. `model.save_pretrained(dir, safe_serialization=True)` in Python)"),
-        });
-    }
-    // SAFETY: the file is memory-mapped read-only; like every mmap user we
-    // assume it is not truncated by another process while we run.
-    unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }.map_err(corrupt)
 }

@@ -34,6 +34,14 @@ pub enum Error {
     #[error("invalid option: {0}")]
     InvalidOption(String),
 
+    /// Token ids handed to a forward pass that the model cannot take.
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
+
+    /// A forward pass produced something that is no score (a NaN, a wrong count).
+    #[error("invalid model output: {0}")]
+    BadOutput(String),
+
     /// The tokenizer failed on an input.
     #[error("tokenizer error: {0}")]
     Tokenizer(String),

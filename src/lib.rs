@@ -34,6 +34,7 @@
 //! - [`scheduler`]: cross-request batching queue under a padded-token budget; the model thread.
 //! - `server` (cargo feature `server`, on by default): the HTTP service; routes, request/response types, errors → status codes, metrics.
 
+pub mod backend;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -45,7 +46,9 @@ pub mod server;
 pub mod synthetic;
 pub mod tokenize;
 
+pub use backend::{Backend, PackedBatch, Ranked, ScoreTransform};
 pub use config::ModelConfig;
-pub use engine::{DeviceKind, Dtype, Ranked, Reranker, RerankerOptions};
+pub use engine::{Reranker, RerankerOptions};
 pub use error::{Error, Result};
+pub use model::{DeviceKind, Dtype};
 pub use tokenize::{Side, Truncation};

@@ -16,9 +16,9 @@
 //! - A failing or panicking forward pass fails only the requests with pairs in
 //!   that batch; the thread goes on with the next batch.
 //!
-//! The contract with the model is [`Backend`]: one synchronous forward pass
-//! over a flat batch of token-id lists. [`crate::Reranker`] implements it; tests
-//! use fakes.
+//! The contract with the model is [`Backend`] (in [`crate::backend`]): one
+//! synchronous forward pass over a flat batch of token-id lists; batches are
+//! chosen by [`BatchBudget::pick`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,20 +31,7 @@ use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 
-use crate::engine::Reranker;
-
-/// One forward pass over a flat batch of pairs (token ids with special
-/// tokens), returning one raw logit per pair, in order. Synchronous: the
-/// scheduler calls it from its own thread.
-pub trait Backend: Send + Sync + 'static {
-    fn predict(&self, pairs: &[&[u32]]) -> crate::Result<Vec<f32>>;
-}
-
-impl Backend for Reranker {
-    fn predict(&self, pairs: &[&[u32]]) -> crate::Result<Vec<f32>> {
-        self.forward(pairs)
-    }
-}
+use crate::backend::{check_logits, Backend, BatchBudget};
 
 /// Limits of the queue and of each forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +97,11 @@ pub struct Scored {
 
 type Reply = Result<Scored, ScheduleError>;
 
+/// What the requests of a batch whose forward pass panicked are told (the
+/// panic's own message goes to the log).
+pub const PANIC_MESSAGE: &str =
+    "internal error: the forward pass panicked (details are in the server log)";
+
 /// A waiting pair.
 struct Entry {
     job: u64,
@@ -163,17 +155,23 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// Starts the model thread.
+    /// Starts the model thread. Every limit must be at least 1.
     pub fn new(
         backend: Arc<dyn Backend>,
         config: SchedulerConfig,
         observer: Option<Observer>,
-    ) -> Self {
-        let config = SchedulerConfig {
-            max_batch_tokens: config.max_batch_tokens.max(1),
-            max_batch_pairs: config.max_batch_pairs.max(1),
-            max_queued_pairs: config.max_queued_pairs.max(1),
-        };
+    ) -> crate::Result<Self> {
+        for (name, value) in [
+            ("max-batch-tokens", config.max_batch_tokens),
+            ("max-batch-pairs (batch size)", config.max_batch_pairs),
+            ("max-queued-pairs", config.max_queued_pairs),
+        ] {
+            if value == 0 {
+                return Err(crate::Error::InvalidOption(format!(
+                    "{name} must be at least 1"
+                )));
+            }
+        }
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
@@ -183,11 +181,13 @@ impl Scheduler {
         let thread = std::thread::Builder::new()
             .name("rerank-model".into())
             .spawn(move || model_loop(&thread_shared, backend.as_ref(), observer.as_deref()))
-            .expect("cannot start the model thread");
-        Self {
+            .map_err(|e| {
+                crate::Error::Unavailable(format!("cannot start the model thread: {e}"))
+            })?;
+        Ok(Self {
             shared,
             thread: Some(thread),
-        }
+        })
     }
 
     /// The limits in force.
@@ -432,7 +432,11 @@ fn model_loop(
             let picked = {
                 let keys: Vec<(usize, u64)> =
                     state.queue.iter().map(|e| (e.ids.len(), e.seq)).collect();
-                pick_batch(&keys, config.max_batch_tokens, config.max_batch_pairs)
+                BatchBudget {
+                    max_pairs: config.max_batch_pairs,
+                    max_tokens: config.max_batch_tokens,
+                }
+                .pick(&keys)
             };
             let mut batch = Vec::with_capacity(picked.len());
             // Descending indices keep the remaining ones valid under swap_remove.
@@ -455,14 +459,20 @@ fn model_loop(
         let outcome = catch_unwind(AssertUnwindSafe(|| backend.predict(&ids)));
         let duration = start.elapsed();
         let result = match outcome {
-            Ok(Ok(logits)) if logits.len() == batch.len() => Ok(logits),
-            Ok(Ok(logits)) => Err(format!(
-                "the model returned {} logits for {} pairs",
-                logits.len(),
-                batch.len()
-            )),
+            Ok(Ok(logits)) => match check_logits(&logits, batch.len()) {
+                Ok(()) => Ok(logits),
+                Err(e) => Err(e.to_string()),
+            },
             Ok(Err(e)) => Err(e.to_string()),
-            Err(panic) => Err(format!("panic: {}", panic_message(&*panic))),
+            Err(panic) => {
+                // The panic's text is for the operator's log, not for clients.
+                tracing::error!(
+                    "the forward pass over {} pairs panicked: {}",
+                    batch.len(),
+                    panic_message(&*panic)
+                );
+                Err(PANIC_MESSAGE.to_string())
+            }
         };
         if let Some(observe) = observer {
             let longest = ids.iter().map(|p| p.len()).max().unwrap_or(0);
@@ -527,35 +537,6 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Chooses the next batch from waiting pairs given as `(length, age)`:
-/// the oldest pair (smallest age) first, so that no pair waits forever, then
-/// the pairs closest to it in length (oldest first among equals) while the
-/// batch stays within `max_pairs` pairs and `max_tokens` padded tokens
-/// (pairs × longest). Returns indices into `waiting`; the oldest pair is
-/// always taken, alone if it is over the budget by itself.
-pub fn pick_batch(waiting: &[(usize, u64)], max_tokens: usize, max_pairs: usize) -> Vec<usize> {
-    let Some(anchor) = (0..waiting.len()).min_by_key(|&i| (waiting[i].1, i)) else {
-        return Vec::new();
-    };
-    let anchor_len = waiting[anchor].0;
-    let mut others: Vec<usize> = (0..waiting.len()).filter(|&i| i != anchor).collect();
-    others.sort_by_key(|&i| (waiting[i].0.abs_diff(anchor_len), waiting[i].1, i));
-    let mut picked = vec![anchor];
-    let mut longest = anchor_len;
-    for i in others {
-        if picked.len() >= max_pairs.max(1) {
-            break;
-        }
-        let len = waiting[i].0;
-        let new_longest = longest.max(len);
-        if (picked.len() + 1) * new_longest <= max_tokens {
-            picked.push(i);
-            longest = new_longest;
-        }
-    }
-    picked
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,7 +556,11 @@ mod tests {
             if pairs.iter().any(|p| p[0] == 666) {
                 panic!("boom");
             }
-            Ok(pairs.iter().map(|p| p[0] as f32).collect())
+            // 777 scores NaN, as a broken model would.
+            Ok(pairs
+                .iter()
+                .map(|p| if p[0] == 777 { f32::NAN } else { p[0] as f32 })
+                .collect())
         }
     }
 
@@ -607,24 +592,11 @@ mod tests {
     }
 
     #[test]
-    fn pick_batch_takes_the_oldest_then_similar_lengths_under_the_budget() {
-        // (len, age)
-        let waiting = [(10, 5), (3, 1), (4, 2), (30, 3), (3, 4)];
-        let picked = pick_batch(&waiting, 12, 8);
-        // Anchor: age 1 (len 3); then len 3 and 4: 3 × 4 = 12 tokens.
-        assert_eq!(picked, vec![1, 4, 2]);
-        assert_eq!(pick_batch(&waiting, 1000, 2), vec![1, 4]);
-        // An anchor over the budget goes alone.
-        assert_eq!(pick_batch(&[(50, 0), (1, 1)], 10, 8), vec![0]);
-        assert!(pick_batch(&[], 10, 8).is_empty());
-    }
-
-    #[test]
     fn requests_get_their_own_logits_in_order() {
         let echo = Arc::new(Echo {
             seen: Mutex::new(Vec::new()),
         });
-        let s = Scheduler::new(echo, config(), None);
+        let s = Scheduler::new(echo, config(), None).unwrap();
         let tickets: Vec<Ticket> = (0..10u32)
             .map(|r| {
                 let pairs: Vec<Vec<u32>> =
@@ -649,7 +621,7 @@ mod tests {
         let echo = Arc::new(Echo {
             seen: Mutex::new(Vec::new()),
         });
-        let s = Scheduler::new(echo, config(), None);
+        let s = Scheduler::new(echo, config(), None).unwrap();
         let a = s.try_reserve(60).unwrap();
         assert!(matches!(
             s.try_reserve(41),
@@ -672,14 +644,54 @@ mod tests {
         let echo = Arc::new(Echo {
             seen: Mutex::new(Vec::new()),
         });
-        let s = Scheduler::new(echo, config(), None);
+        let s = Scheduler::new(echo, config(), None).unwrap();
         let p = s.try_reserve(1).unwrap();
         let bad = s.submit(vec![vec![666]], p).unwrap();
-        assert!(matches!(block_on(bad), Err(ScheduleError::Backend(m)) if m.contains("boom")));
+        // The panic's text stays in the log: clients get a generic message.
+        assert!(matches!(block_on(bad), Err(ScheduleError::Backend(m)) if m == PANIC_MESSAGE));
         let p = s.try_reserve(1).unwrap();
         let good = s.submit(vec![vec![7]], p).unwrap();
         assert_eq!(block_on(good).unwrap().logits, vec![7.0]);
         assert_eq!(s.last_batch_ok(), Some(true));
+    }
+
+    #[test]
+    fn a_nan_score_fails_its_requests_instead_of_ranking_first() {
+        let echo = Arc::new(Echo {
+            seen: Mutex::new(Vec::new()),
+        });
+        let s = Scheduler::new(echo, config(), None).unwrap();
+        let bad = s
+            .submit(vec![vec![3], vec![777]], s.try_reserve(2).unwrap())
+            .unwrap();
+        assert!(
+            matches!(block_on(bad), Err(ScheduleError::Backend(m)) if m.contains("non-finite")),
+        );
+        assert_eq!(s.last_batch_ok(), Some(false));
+    }
+
+    #[test]
+    fn zero_limits_are_refused_not_rounded_up() {
+        for config in [
+            SchedulerConfig {
+                max_batch_tokens: 0,
+                ..config()
+            },
+            SchedulerConfig {
+                max_batch_pairs: 0,
+                ..config()
+            },
+            SchedulerConfig {
+                max_queued_pairs: 0,
+                ..config()
+            },
+        ] {
+            let echo = Arc::new(Echo {
+                seen: Mutex::new(Vec::new()),
+            });
+            let err = Scheduler::new(echo, config, None).unwrap_err();
+            assert!(err.to_string().contains("must be at least 1"), "{err}");
+        }
     }
 
     /// Blocks in predict until told to go on.
@@ -707,7 +719,7 @@ mod tests {
             go: Mutex::new(go_rx),
             seen: Mutex::new(Vec::new()),
         });
-        let s = Scheduler::new(gate.clone(), config(), None);
+        let s = Scheduler::new(gate.clone(), config(), None).unwrap();
         let first = s.submit(vec![vec![1]], s.try_reserve(1).unwrap()).unwrap();
         entered.recv().unwrap(); // the model is busy with `first`
         let gone = s
@@ -731,7 +743,7 @@ mod tests {
         let echo = Arc::new(Echo {
             seen: Mutex::new(Vec::new()),
         });
-        let s = Scheduler::new(echo, config(), None);
+        let s = Scheduler::new(echo, config(), None).unwrap();
         let t = s
             .submit(vec![vec![5]; 20], s.try_reserve(20).unwrap())
             .unwrap();

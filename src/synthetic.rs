@@ -7,13 +7,12 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use crate::config::ModelConfig;
-use crate::engine::{DeviceKind, Dtype};
 use crate::error::{Error, Result};
-use crate::model::{CpuModel, Model, WeightSource, XlmRobertaForSequenceClassification};
+use crate::model::checkpoint::{Checkpoint, Role};
+use crate::model::{Choice, DeviceKind, Dtype, Model, Weights};
 use crate::tokenize::PairEncoder;
 
 /// Ids of the special tokens, as in XLM-R.
@@ -78,65 +77,22 @@ pub fn tokenizer_json(cfg: &ModelConfig) -> String {
 /// with standard deviation 0.02 (the family's initializer range), LayerNorm
 /// weights 1 and biases 0, so activations stay in a realistic range.
 pub fn weights(cfg: &ModelConfig, seed: u64) -> Result<HashMap<String, Tensor>> {
-    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-    let mut shapes: Vec<(String, Vec<usize>)> = vec![
-        (
-            "roberta.embeddings.word_embeddings.weight".into(),
-            vec![cfg.vocab_size, h],
-        ),
-        (
-            "roberta.embeddings.position_embeddings.weight".into(),
-            vec![cfg.max_position_embeddings, h],
-        ),
-        (
-            "roberta.embeddings.token_type_embeddings.weight".into(),
-            vec![cfg.type_vocab_size, h],
-        ),
-        ("roberta.embeddings.LayerNorm.weight".into(), vec![h]),
-        ("roberta.embeddings.LayerNorm.bias".into(), vec![h]),
-        ("classifier.dense.weight".into(), vec![h, h]),
-        ("classifier.dense.bias".into(), vec![h]),
-        ("classifier.out_proj.weight".into(), vec![1, h]),
-        ("classifier.out_proj.bias".into(), vec![1]),
-    ];
-    for n in 0..cfg.num_hidden_layers {
-        let p = format!("roberta.encoder.layer.{n}");
-        for lin in [
-            "attention.self.query",
-            "attention.self.key",
-            "attention.self.value",
-            "attention.output.dense",
-        ] {
-            shapes.push((format!("{p}.{lin}.weight"), vec![h, h]));
-            shapes.push((format!("{p}.{lin}.bias"), vec![h]));
-        }
-        shapes.push((format!("{p}.intermediate.dense.weight"), vec![i, h]));
-        shapes.push((format!("{p}.intermediate.dense.bias"), vec![i]));
-        shapes.push((format!("{p}.output.dense.weight"), vec![h, i]));
-        shapes.push((format!("{p}.output.dense.bias"), vec![h]));
-        for ln in ["attention.output.LayerNorm", "output.LayerNorm"] {
-            shapes.push((format!("{p}.{ln}.weight"), vec![h]));
-            shapes.push((format!("{p}.{ln}.bias"), vec![h]));
-        }
-    }
-    shapes
+    Checkpoint::xlm_roberta(cfg)
+        .tensors()
         .into_iter()
         .enumerate()
-        .map(|(k, (name, shape))| {
+        .map(|(k, (name, shape, role))| {
             let len: usize = shape.iter().product();
-            let data = if name.ends_with("LayerNorm.weight") {
-                vec![1f32; len]
-            } else if name.ends_with("LayerNorm.bias") {
-                vec![0f32; len]
-            } else {
-                uniform(len, seed.wrapping_add(k as u64 * 0x9E37_79B9), 0.02)
+            let data = match role {
+                Role::NormWeight => vec![1f32; len],
+                Role::NormBias => vec![0f32; len],
+                Role::Weight => uniform(len, seed.wrapping_add(k as u64 * 0x9E37_79B9), 0.02),
             };
             let t = Tensor::from_vec(data, shape, &Device::Cpu)?;
             Ok((name, t))
         })
         .collect()
 }
-
 /// `len` values uniform in ±std·√3 from a counter-based generator
 /// (splitmix64), filled in parallel and reproducible for a seed.
 fn uniform(len: usize, seed: u64, std: f32) -> Vec<f32> {
@@ -174,37 +130,17 @@ impl SplitMix64 {
     }
 }
 
-/// A model and tokenizer built in memory: on CPU the hand-written model for
-/// f32/bf16/int8 and candle's for f16; on CUDA candle's, in `dtype`.
+/// A model and tokenizer built in memory, the implementation chosen by the
+/// same rules as for a checkpoint ([`Choice::new`]).
 pub fn build(
     cfg: &ModelConfig,
     seed: u64,
     dtype: Dtype,
     device: DeviceKind,
 ) -> Result<(Model, PairEncoder)> {
-    let device = crate::engine::make_device(device)?;
-    crate::engine::check_dtype(dtype, &device)?;
-    let tensors = weights(cfg, seed)?;
-    let precision = dtype.cpu_precision().filter(|_| device.is_cpu());
-    let model = if let Some(precision) = precision {
-        let memory = tensors
-            .into_iter()
-            .map(|(name, t)| {
-                let shape = t.dims().to_vec();
-                Ok((name, (shape, t.flatten_all()?.to_vec1::<f32>()?)))
-            })
-            .collect::<Result<HashMap<_, _>>>()?;
-        Model::Cpu(Box::new(CpuModel::load(
-            &WeightSource::Memory(memory),
-            cfg,
-            precision,
-        )?))
-    } else {
-        let vb = VarBuilder::from_tensors(tensors, dtype.candle()?, &device);
-        Model::Candle(Box::new(XlmRobertaForSequenceClassification::load(
-            vb, cfg,
-        )?))
-    };
+    let weights = Weights::Tensors(weights(cfg, seed)?);
+    let choice = Choice::new(device, Some(dtype), false, &weights)?;
+    let model = Model::load(weights, cfg, choice)?;
     let tok = tokenizers::Tokenizer::from_bytes(tokenizer_json(cfg).as_bytes())
         .map_err(|e| Error::Tokenizer(e.to_string()))?;
     Ok((

@@ -236,7 +236,7 @@ fn rank_raw_shows_logits_with_sigmoid_bars() {
         let (score, bar, _) = parse_ranked_line(line);
         assert!(line.starts_with("[+") || line.starts_with("[-"), "{line}");
         assert_eq!(format!("{score:+.4}"), format!("{:+.4}", want.score));
-        let sig = rerank::engine::sigmoid(want.score);
+        let sig = rerank::backend::sigmoid(want.score);
         let full = bar.chars().filter(|&c| c == '█').count();
         assert_eq!(full, (sig * 160.0).round() as usize / 8, "{line}");
     }

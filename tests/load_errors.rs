@@ -156,6 +156,10 @@ fn bad_options_are_refused() {
             ..Default::default()
         },
         RerankerOptions {
+            max_batch_tokens: 0,
+            ..Default::default()
+        },
+        RerankerOptions {
             max_length: Some(32),
             query_max_length: Some(30),
             truncation: rerank::Truncation::OnlySecond,

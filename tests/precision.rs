@@ -76,7 +76,7 @@ fn gap(model: &Reranker, reference: &Reranker, pairs: &[(String, String)]) -> Ga
     let encoded = reference.encode_pairs(pairs).unwrap();
     let (logits, hidden) = model.logits_and_hidden(&encoded).unwrap();
     let (ref_logits, ref_hidden) = reference.logits_and_hidden(&encoded).unwrap();
-    let sig = rerank::engine::sigmoid;
+    let sig = rerank::backend::sigmoid;
     Gap {
         max_rel_l2: hidden
             .iter()
@@ -187,7 +187,7 @@ fn low_precision_follows_the_pytorch_golden_scores_on_the_tiny_fixture() {
         let logits = model.score(&pairs).unwrap();
         let mut worst = 0f32;
         for (case, logit) in cases.iter().zip(&logits) {
-            let d = (rerank::engine::sigmoid(*logit) - rerank::engine::sigmoid(case.logit)).abs();
+            let d = (rerank::backend::sigmoid(*logit) - rerank::backend::sigmoid(case.logit)).abs();
             worst = worst.max(d);
             assert!(
                 d <= max_score_diff,

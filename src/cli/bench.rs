@@ -333,7 +333,7 @@ fn accuracy(
     let max_score_diff = logits
         .iter()
         .zip(&logits_ref)
-        .map(|(a, b)| (rerank::engine::sigmoid(*a) - rerank::engine::sigmoid(*b)).abs() as f64)
+        .map(|(a, b)| (rerank::backend::sigmoid(*a) - rerank::backend::sigmoid(*b)).abs() as f64)
         .fold(0.0, f64::max);
     Ok(Accuracy {
         max_rel_l2: rel.iter().cloned().fold(0.0, f64::max),

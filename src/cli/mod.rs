@@ -147,7 +147,7 @@ pub fn bar(fraction: f32, width: usize) -> String {
 /// the number is the logit and the bar shows sigmoid(logit).
 pub fn ranked_line(score: f32, raw: bool, text: &str) -> String {
     let (shown, fill) = if raw {
-        (format!("{score:+.4}"), rerank::engine::sigmoid(score))
+        (format!("{score:+.4}"), rerank::backend::sigmoid(score))
     } else {
         (format!("{score:.4}"), score)
     };

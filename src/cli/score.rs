@@ -132,18 +132,14 @@ fn score_with_progress(reranker: &Reranker, pairs: &[(String, String)]) -> Resul
     } else {
         ProgressBar::hidden()
     };
-    let options = reranker.options();
     let lens: Vec<usize> = encoded.iter().map(|e| e.ids.len()).collect();
     let mut scores = vec![0f32; pairs.len()];
-    for batch in rerank::engine::plan_batches(&lens, options.batch_size, options.max_batch_tokens) {
+    let transform = reranker.transform();
+    for batch in reranker.budget().plan(&lens) {
         let ids: Vec<&[u32]> = batch.iter().map(|&i| encoded[i].ids.as_slice()).collect();
         let logits = reranker.logits(&ids)?;
         for (&i, logit) in batch.iter().zip(logits) {
-            scores[i] = if options.raw_scores {
-                logit
-            } else {
-                rerank::engine::sigmoid(logit)
-            };
+            scores[i] = transform.apply(logit);
         }
         bar.inc(batch.len() as u64);
     }

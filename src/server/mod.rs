@@ -38,9 +38,10 @@ pub use error::{ApiError, ApiJson, ErrorBody};
 pub use metrics::Metrics;
 pub use routes::router;
 
+use crate::backend::Backend;
 use crate::engine::Reranker;
 use crate::error::Result;
-use crate::scheduler::{Backend, Scheduler, SchedulerConfig};
+use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::tokenize::{EncodedPair, PairEncoder, TruncationParams};
 
 /// Tokenization of one query against many texts: what the server needs
@@ -200,7 +201,7 @@ impl AppState {
                 max_queued_pairs: config.max_queued_pairs,
             },
             Some(Arc::new(move |b| observer_metrics.observe_batch(b))),
-        );
+        )?;
         Ok(Self(Arc::new(Inner {
             name: model.name,
             tokenizer: model.tokenizer,

@@ -15,7 +15,7 @@ use super::api::{
 };
 use super::error::{ApiError, ApiJson};
 use super::{openapi, AppState};
-use crate::engine::{rank_scores, sigmoid};
+use crate::backend::{rank_scores, ScoreTransform};
 use crate::tokenize::Side;
 
 /// The whole HTTP API over `state`.
@@ -213,16 +213,14 @@ async fn tei_rerank(
 ) -> Result<(HeaderMap, Json<Vec<TeiRank>>), ApiError> {
     let opts = ScoreOptions {
         truncate: req.truncate.unwrap_or(state.config().auto_truncate),
-        side: req.truncation_direction.map_or(Side::Right, Side::from),
+        side: req
+            .truncation_direction
+            .map_or(state.0.truncation.side, Side::from),
     };
     let raw = req.raw_scores.unwrap_or(state.config().raw_scores);
     let return_text = req.return_text.unwrap_or(false);
     let scores = score(&state, "texts", req.query, req.texts, opts).await?;
-    let values: Vec<f32> = if raw {
-        scores.logits.clone()
-    } else {
-        scores.logits.iter().map(|&l| sigmoid(l)).collect()
-    };
+    let values = ScoreTransform::raw_if(raw).apply_all(scores.logits.clone());
     let ranked = rank_scores(&values, None)
         .into_iter()
         .map(|r| TeiRank {
@@ -246,11 +244,11 @@ async fn cohere_rerank(
     }
     let opts = ScoreOptions {
         truncate: state.config().auto_truncate,
-        side: Side::Right,
+        side: state.0.truncation.side,
     };
     let texts = req.documents.into_iter().map(|d| d.into_text()).collect();
     let scores = score(&state, "documents", req.query, texts, opts).await?;
-    let values: Vec<f32> = scores.logits.iter().map(|&l| sigmoid(l)).collect();
+    let values = ScoreTransform::Sigmoid.apply_all(scores.logits.clone());
     let return_documents = req.return_documents.unwrap_or(false);
     let results = rank_scores(&values, req.top_n)
         .into_iter()

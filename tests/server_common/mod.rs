@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{HeaderMap, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use rerank::scheduler::Backend;
+use rerank::backend::Backend;
 use rerank::server::{AppState, ServedModel, ServerConfig};
 use rerank::{Reranker, RerankerOptions};
 

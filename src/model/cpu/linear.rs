@@ -1,0 +1,200 @@
+//! The CPU model's linear layers (f32 through `gemm` or the few-rows kernel,
+//! bf16, int8) and LayerNorm.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::weights::{Buf, Tensors};
+use crate::error::Result;
+use crate::model::checkpoint::{LinearNames, NormNames};
+use crate::model::gemm_bf16::{matmul_bf16, PackedBf16};
+use crate::model::kernels;
+use crate::model::qgemm_i8::{matmul_i8, quantize_rows, PackedI8, QuantRows};
+use crate::model::small_f32;
+use crate::model::Dtype;
+
+/// `y = x Wᵀ + b` with `W` stored (out × in) as in the checkpoint.
+pub(super) struct Linear {
+    weight: Buf,
+    pub(super) bias: Buf,
+    in_dim: usize,
+    out_dim: usize,
+    /// The weights in the kernel's own format when the layer does not run
+    /// in f32 (`weight` is then released).
+    packed: Packed,
+    /// Whether an f32 product of few rows may take [`small_f32`].
+    few_rows_kernel: bool,
+}
+
+/// Weights converted for a low-precision kernel.
+enum Packed {
+    F32,
+    Bf16(PackedBf16),
+    Int8(PackedI8),
+}
+
+impl Linear {
+    pub(super) fn load(t: &Tensors, names: &LinearNames) -> Result<Self> {
+        let (in_dim, out_dim) = (names.in_dim, names.out_dim);
+        Ok(Self {
+            weight: t.get(&names.weight, &[out_dim, in_dim])?,
+            bias: t.get(&names.bias, &[out_dim])?,
+            in_dim,
+            out_dim,
+            packed: Packed::F32,
+            few_rows_kernel: true,
+        })
+    }
+
+    /// Keeps this layer on `gemm` at every row count. For the f32 layers of an
+    /// int8 model (CPUs without AMX): their output is quantized next, and the
+    /// few-rows kernel's other summation order (last-bit differences) can
+    /// flip a quantization step, so a pair would score differently alone and
+    /// in a batch (tests/precision.rs catches it with the fallback kernels).
+    pub(super) fn gemm_at_any_rows(mut self) -> Self {
+        self.few_rows_kernel = false;
+        self
+    }
+
+    /// Converts the weights for `dtype`'s kernel and releases the f32 ones.
+    pub(super) fn pack(mut self, dtype: Dtype) -> Self {
+        let w = self.weight.as_slice();
+        self.packed = match dtype {
+            Dtype::F32 | Dtype::F16 => return self,
+            Dtype::Bf16 => Packed::Bf16(PackedBf16::pack(w, self.out_dim, self.in_dim)),
+            Dtype::Int8 => Packed::Int8(PackedI8::quantize(w, self.out_dim, self.in_dim)),
+        };
+        self.weight.release();
+        self
+    }
+
+    /// Q, K and V as one (3H × H) layer: one pass over the input instead of
+    /// three, which matters when that pass also converts it (bf16, int8).
+    pub(super) fn fused(mut parts: Vec<Linear>, dtype: Dtype) -> Self {
+        let (in_dim, out_dim) = (parts[0].in_dim, parts.iter().map(|l| l.out_dim).sum());
+        let cat = |parts: &[Linear], f: fn(&Linear) -> &[f32]| {
+            parts.iter().flat_map(|l| f(l).iter().copied()).collect()
+        };
+        let weight = Buf::Owned(cat(&parts, |l| l.weight.as_slice()));
+        let bias = Buf::Owned(cat(&parts, |l| l.bias.as_slice()));
+        parts.iter_mut().for_each(|l| l.weight.release());
+        Self {
+            weight,
+            bias,
+            in_dim,
+            out_dim,
+            packed: Packed::F32,
+            few_rows_kernel: true,
+        }
+        .pack(dtype)
+    }
+
+    /// `dst[r] (+)= x[r] · Wᵀ` for `rows` rows; `dst` has row stride `dst_rs`
+    /// and `x` row stride `x_rs`. With `accumulate`, adds to what `dst` holds.
+    pub(super) fn matmul(
+        &self,
+        dst: &mut [f32],
+        dst_rs: usize,
+        x: &[f32],
+        x_rs: usize,
+        rows: usize,
+        accumulate: bool,
+    ) {
+        if rows == 0 {
+            return;
+        }
+        assert!(dst.len() >= (rows - 1) * dst_rs + self.out_dim);
+        assert!(x.len() >= (rows - 1) * x_rs + self.in_dim);
+        match &self.packed {
+            Packed::F32 => {}
+            Packed::Bf16(w) => return matmul_bf16(dst, dst_rs, x, x_rs, rows, w, accumulate),
+            Packed::Int8(w) => {
+                // The quantized rows reuse one buffer per thread instead of a
+                // fresh (up to tokens × 4096 bytes) allocation per layer. Taken
+                // out, not borrowed, so a nested call on this thread (rayon
+                // work-stealing) gets its own.
+                let mut q = QUANT_ROWS.take();
+                quantize_rows(x, x_rs, rows, self.in_dim, &mut q);
+                matmul_i8(dst, dst_rs, &q, w, rows, accumulate);
+                QUANT_ROWS.set(q);
+                return;
+            }
+        }
+        let w = self.weight.as_slice();
+        if self.few_rows_kernel
+            && small_f32::pays_off(rows, self.out_dim, self.in_dim)
+            && small_f32::enabled()
+        {
+            let shape = (self.out_dim, self.in_dim);
+            return small_f32::matmul(dst, dst_rs, x, x_rs, rows, w, shape, accumulate);
+        }
+        // SAFETY: the bounds of all three operands are asserted above; W is
+        // read as the (in × out) matrix Wᵀ through its strides.
+        unsafe {
+            gemm::gemm(
+                rows,
+                self.out_dim,
+                self.in_dim,
+                dst.as_mut_ptr(),
+                1,
+                dst_rs as isize,
+                accumulate,
+                x.as_ptr(),
+                1,
+                x_rs as isize,
+                w.as_ptr(),
+                self.in_dim as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism(rows * self.out_dim * self.in_dim),
+            )
+        }
+    }
+
+    /// Fills `rows` rows of `dst` (row stride `dst_rs`) with the bias.
+    pub(super) fn fill_bias(&self, dst: &mut [f32], dst_rs: usize, rows: usize) {
+        let b = self.bias.as_slice();
+        dst.par_chunks_mut(dst_rs)
+            .take(rows)
+            .for_each(|row| row[..self.out_dim].copy_from_slice(b));
+    }
+}
+
+thread_local! {
+    /// Activation buffer of the int8 layers, see [`Linear::matmul`].
+    static QUANT_ROWS: std::cell::Cell<QuantRows> = std::cell::Cell::new(QuantRows::default());
+}
+
+fn parallelism(work: usize) -> Parallelism {
+    let threads = rayon::current_num_threads();
+    // Small products are faster on one thread than split.
+    if threads > 1 && work >= 1 << 18 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    }
+}
+
+pub(super) struct LayerNorm {
+    weight: Buf,
+    pub(super) bias: Buf,
+}
+
+impl LayerNorm {
+    pub(super) fn load(t: &Tensors, names: &NormNames) -> Result<Self> {
+        Ok(Self {
+            weight: t.get(&names.weight, &[names.dim])?,
+            bias: t.get(&names.bias, &[names.dim])?,
+        })
+    }
+
+    pub(super) fn apply(&self, x: &mut [f32], dim: usize, eps: f32) {
+        let (w, b) = (self.weight.as_slice(), self.bias.as_slice());
+        x.par_chunks_mut(dim)
+            .for_each(|row| kernels::layer_norm(row, w, b, eps));
+    }
+}

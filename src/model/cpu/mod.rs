@@ -1,0 +1,348 @@
+//! Hand-written CPU forward pass of `XLMRobertaForSequenceClassification`.
+//!
+//! In f32 it computes exactly what [`crate::model::candle::XlmRobertaForSequenceClassification`]
+//! computes, and replaces it on CPU because it is measurably faster and
+//! leaner (see BENCHMARKS.md); in [`Dtype::Bf16`] or [`Dtype::Int8`] only the
+//! encoder's linear layers change (see [`linear`]), Q/K/V then fused into one
+//! layer so the input is converted once. [`Dtype::Int8`] quantizes the layers that read
+//! a LayerNorm output (Q/K/V, intermediate: 7/12 of the FLOPs) and keeps the
+//! two that write into the residual stream (attention output, FFN output) in
+//! bf16 (f32 without AMX); see [`CpuModel::load`] for why.
+//!
+//! Techniques:
+//! - weights stay in the memory-mapped safetensors file (no copy: fast start,
+//!   RSS = the pages touched), read in place by the `gemm` crate (the same
+//!   matmul kernels candle uses) through strides, so no weight is transposed
+//!   or concatenated;
+//! - the residual (plus bias) is pre-filled into the attention-output and
+//!   FFN-output matmuls' destination and the product accumulated on top
+//!   (`gemm`'s `read_dst`), likewise the Q/K/V biases; the intermediate
+//!   layer's bias is added by the GELU pass instead;
+//! - activation buffers are kept from one forward pass to the next;
+//! - each head's context is written straight into its columns of the
+//!   context buffer: no permute or concat copies;
+//! - attention runs per (pair, head) in parallel, flash-attention style:
+//!   tiles of 128 query rows × 512 keys (256 KiB of scores, in L2) with an
+//!   online softmax across key tiles, so an 8192-token pair needs a few
+//!   hundred KiB of scores per thread instead of 4 GiB;
+//! - GELU, softmax and LayerNorm are the vectorized element-wise kernels, in place.
+//!
+//! Files: `weights.rs` (mapped or in-memory tensors), `linear.rs` (linear
+//! layers in each dtype, LayerNorm), `attention.rs`, this file (the layer stack).
+
+mod attention;
+mod linear;
+mod weights;
+
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use self::attention::attention;
+use self::linear::{LayerNorm, Linear};
+use self::weights::Buf;
+pub use self::weights::WeightSource;
+use crate::backend::PackedBatch;
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::model::checkpoint::{Checkpoint, TableNames};
+use crate::model::kernels;
+use crate::model::Dtype;
+
+/// `roberta.encoder.layer.N`
+struct Layer {
+    /// Q, K, V as three f32 layers writing side by side...
+    qkv_parts: Vec<Linear>,
+    /// ...or as one fused low-precision layer.
+    qkv: Option<Linear>,
+    attention_output: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+/// The whole cross-encoder on CPU in f32.
+pub struct CpuModel {
+    word_embeddings: Buf,
+    position_embeddings: Buf,
+    token_type: Vec<f32>,
+    embeddings_norm: LayerNorm,
+    layers: Vec<Layer>,
+    classifier_dense: Linear,
+    classifier_out: Linear,
+    hidden: usize,
+    intermediate: usize,
+    heads: usize,
+    eps: f32,
+    pad_token_id: u32,
+    dtype: Dtype,
+    workspace: Mutex<Workspace>,
+}
+
+/// Activation buffers of a forward pass, kept for the next one. Fresh
+/// allocations of this size (tokens × 9 × hidden floats: ~170 MiB for 16
+/// pairs of 288 tokens, at most ~300 MiB under the default 8192-token batch
+/// budget) come straight from mmap, so every pass paid page faults and the
+/// kernel's page zeroing: ~1.5 % of a rag-50 run in `perf`. The price is that
+/// an idle engine keeps the largest batch's buffers (the process's peak
+/// anyway). Every buffer is fully written before it is read in a pass, so
+/// stale contents never leak into results.
+#[derive(Default)]
+struct Workspace {
+    qkv: Vec<f32>,
+    ctx: Vec<f32>,
+    mid: Vec<f32>,
+    ffn: Vec<f32>,
+}
+
+/// The first `n` elements of `v`, growing it (never shrinking) as needed.
+fn grown(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
+}
+
+/// A raw pointer that tasks writing disjoint parts of one buffer may share.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut(pub(crate) *mut f32);
+// SAFETY: every user has each task write a disjoint set of elements (see
+// `attention` and `small_f32::matmul`).
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// A method, so closures capture the whole `Send` wrapper, not the field.
+    pub(crate) fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+impl CpuModel {
+    /// Loads the weights named by [`Checkpoint::xlm_roberta`]. The encoder's
+    /// linear layers run in `dtype` (f32, bf16 or int8); embeddings,
+    /// LayerNorm, attention and the classification head always run in f32.
+    pub fn load(source: &WeightSource, cfg: &ModelConfig, dtype: Dtype) -> Result<Self> {
+        if dtype == Dtype::F16 {
+            return Err(Error::Unavailable(
+                "the CPU model runs f32, bf16 or int8; f16 runs in candle (--dtype f16 on CUDA)"
+                    .into(),
+            ));
+        }
+        match dtype {
+            Dtype::Int8 if !crate::model::qgemm_i8::vnni_available() => tracing::warn!(
+                "this CPU has no AVX512-VNNI: int8 runs a portable kernel that is slower than f32"
+            ),
+            Dtype::Bf16
+                if crate::model::gemm_bf16::detected_kernel()
+                    != crate::model::gemm_bf16::Bf16Kernel::Amx =>
+            {
+                tracing::warn!(
+                    "this CPU has no AMX (or the kernel refused it): bf16 runs the {:?} kernel, slower than f32",
+                    crate::model::gemm_bf16::detected_kernel()
+                )
+            }
+            _ => {}
+        }
+        let t = source.tensors()?;
+        let names = Checkpoint::xlm_roberta(cfg);
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        // int8 on the attention output and FFN output projections alone costs
+        // more accuracy than on the other two: their inputs (attention context,
+        // GELU output) have heavy-tailed rows that per-row u8 quantization
+        // serves badly, and their error goes straight into the residual stream.
+        // Measured on the full-size random model, rag-50 (max rel. L2 of the
+        // `<s>` hidden state vs f32): all four int8 2.64e-2; these two in bf16
+        // 1.84e-2 (the gate is 2e-2) for ~10 % more time; Q/K/V +
+        // attention output in bf16 2.05e-2; intermediate + output 1.72e-2 at
+        // ~18 %. Without AMX, bf16 is slower than f32 there, so f32 is used.
+        let residual_dtype = match dtype {
+            Dtype::Int8
+                if crate::model::gemm_bf16::detected_kernel()
+                    == crate::model::gemm_bf16::Bf16Kernel::Amx =>
+            {
+                Dtype::Bf16
+            }
+            Dtype::Int8 => Dtype::F32,
+            other => other,
+        };
+        let residual = |layer: Linear| {
+            let layer = layer.pack(residual_dtype);
+            if dtype == Dtype::F32 {
+                layer
+            } else {
+                layer.gemm_at_any_rows()
+            }
+        };
+        let layers = names
+            .layers
+            .iter()
+            .map(|l| {
+                let qkv_parts = [&l.query, &l.key, &l.value]
+                    .into_iter()
+                    .map(|names| Linear::load(&t, names))
+                    .collect::<Result<Vec<_>>>()?;
+                let (qkv_parts, qkv) = match dtype {
+                    Dtype::F32 => (qkv_parts, None),
+                    _ => (Vec::new(), Some(Linear::fused(qkv_parts, dtype))),
+                };
+                Ok(Layer {
+                    qkv_parts,
+                    qkv,
+                    attention_output: residual(Linear::load(&t, &l.attention_output)?),
+                    attention_norm: LayerNorm::load(&t, &l.attention_norm)?,
+                    intermediate: Linear::load(&t, &l.intermediate)?.pack(dtype),
+                    output: residual(Linear::load(&t, &l.output)?),
+                    output_norm: LayerNorm::load(&t, &l.output_norm)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let table = |n: &TableNames| t.get(&n.name, &[n.rows, n.dim]);
+        Ok(Self {
+            word_embeddings: table(&names.word_embeddings)?,
+            position_embeddings: table(&names.position_embeddings)?,
+            token_type: table(&names.token_type_embeddings)?.as_slice()[..h].to_vec(),
+            embeddings_norm: LayerNorm::load(&t, &names.embeddings_norm)?,
+            layers,
+            classifier_dense: Linear::load(&t, &names.classifier_dense)?,
+            classifier_out: Linear::load(&t, &names.classifier_out)?,
+            hidden: h,
+            intermediate: i,
+            heads: cfg.num_attention_heads,
+            eps: cfg.layer_norm_eps as f32,
+            pad_token_id: cfg.pad_token_id as u32,
+            dtype,
+            workspace: Mutex::default(),
+        })
+    }
+
+    /// The arithmetic of the encoder's linear layers.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    /// The pad token id, needed to build position ids.
+    pub fn pad_token_id(&self) -> u32 {
+        self.pad_token_id
+    }
+
+    /// One raw logit per pair, in batch order.
+    pub fn forward(&self, batch: &PackedBatch) -> Vec<f32> {
+        self.forward_hidden(batch).0
+    }
+
+    /// One raw logit per pair, and the final hidden state of each pair's
+    /// `<s>` token (pairs × hidden, what the classification head reads), in
+    /// batch order.
+    pub fn forward_hidden(&self, batch: &PackedBatch) -> (Vec<f32>, Vec<f32>) {
+        let pairs = batch.len();
+        if pairs == 0 {
+            return (Vec::new(), Vec::new());
+        }
+        let (h, inter) = (self.hidden, self.intermediate);
+        let tokens = batch.ids.len();
+        let mut x = self.embed(batch);
+        // Taken out of the lock, so a concurrent pass (if any) allocates its
+        // own instead of waiting; a poisoned lock just means fresh buffers.
+        let mut ws = self
+            .workspace
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        let qkv = grown(&mut ws.qkv, tokens * 3 * h);
+        let ctx = grown(&mut ws.ctx, tokens * h);
+        let mid = grown(&mut ws.mid, tokens * h);
+        let ffn = grown(&mut ws.ffn, tokens * inter);
+        let last = self.layers.len().saturating_sub(1);
+        for (n, layer) in self.layers.iter().enumerate() {
+            // The last layer only needs the `<s>` row of each pair.
+            let first_only = n == last;
+            let rows = if first_only { pairs } else { tokens };
+            // Q, K, V for every token, side by side in one (tokens × 3H) buffer.
+            if let Some(lin) = &layer.qkv {
+                lin.fill_bias(qkv, 3 * h, tokens);
+                lin.matmul(qkv, 3 * h, &x, h, tokens, true);
+            }
+            for (k, lin) in layer.qkv_parts.iter().enumerate() {
+                lin.fill_bias(&mut qkv[k * h..], 3 * h, tokens);
+                lin.matmul(&mut qkv[k * h..], 3 * h, &x, h, tokens, true);
+            }
+            attention(qkv, ctx, batch, (h, self.heads), first_only);
+            // mid = LayerNorm(x + bias + ctx · Woᵀ)
+            let residual: Vec<f32>;
+            let x_rows: &[f32] = if first_only {
+                residual = batch.offsets[..pairs]
+                    .iter()
+                    .flat_map(|&o| x[o * h..(o + 1) * h].iter().copied())
+                    .collect();
+                &residual
+            } else {
+                &x
+            };
+            let bias = layer.attention_output.bias.as_slice();
+            mid[..rows * h]
+                .par_chunks_mut(h)
+                .zip(x_rows.par_chunks(h))
+                .for_each(|(m, r)| kernels::add_into(m, r, bias));
+            layer.attention_output.matmul(mid, h, ctx, h, rows, true);
+            layer
+                .attention_norm
+                .apply(&mut mid[..rows * h], h, self.eps);
+            // ffn = GELU(mid · Wiᵀ + bi): the bias is added by the GELU pass.
+            layer.intermediate.matmul(ffn, inter, mid, h, rows, false);
+            let bias = layer.intermediate.bias.as_slice();
+            ffn[..rows * inter]
+                .par_chunks_mut(inter)
+                .for_each(|row| kernels::bias_gelu(row, bias));
+            // x = LayerNorm(mid + bo + ffn · Wo2ᵀ)
+            let bias = layer.output.bias.as_slice();
+            x[..rows * h]
+                .par_chunks_mut(h)
+                .zip(mid.par_chunks(h))
+                .for_each(|(d, m)| kernels::add_into(d, m, bias));
+            layer.output.matmul(&mut x, h, ffn, inter, rows, true);
+            layer.output_norm.apply(&mut x[..rows * h], h, self.eps);
+        }
+        if let Ok(mut w) = self.workspace.lock() {
+            *w = ws;
+        }
+        if self.layers.is_empty() {
+            x = batch.offsets[..pairs]
+                .iter()
+                .flat_map(|&o| x[o * h..(o + 1) * h].iter().copied())
+                .collect();
+        }
+        // Classification head on the `<s>` rows: dense → tanh → out_proj.
+        let mut dense = vec![0f32; pairs * h];
+        self.classifier_dense.fill_bias(&mut dense, h, pairs);
+        self.classifier_dense
+            .matmul(&mut dense, h, &x, h, pairs, true);
+        dense.iter_mut().for_each(|v| *v = v.tanh());
+        let mut logits = vec![0f32; pairs];
+        self.classifier_out.fill_bias(&mut logits, 1, pairs);
+        self.classifier_out
+            .matmul(&mut logits, 1, &dense, h, pairs, true);
+        x.truncate(pairs * h);
+        (logits, x)
+    }
+
+    /// word + position + token type embeddings, then LayerNorm.
+    fn embed(&self, batch: &PackedBatch) -> Vec<f32> {
+        let h = self.hidden;
+        let (word, pos) = (
+            self.word_embeddings.as_slice(),
+            self.position_embeddings.as_slice(),
+        );
+        let mut x = vec![0f32; batch.ids.len() * h];
+        x.par_chunks_mut(h).enumerate().for_each(|(t, row)| {
+            let (id, p) = (batch.ids[t] as usize, batch.positions[t] as usize);
+            kernels::add_into(row, &word[id * h..(id + 1) * h], &pos[p * h..(p + 1) * h]);
+            for (v, &tt) in row.iter_mut().zip(&self.token_type) {
+                *v += tt;
+            }
+        });
+        self.embeddings_norm.apply(&mut x, h, self.eps);
+        x
+    }
+}
