@@ -386,3 +386,40 @@ mod cuda {
         }
     }
 }
+
+/// The raw-id APIs check what the tokenizer would never produce: an empty
+/// pair (a division by zero in the candle path) and an id outside the
+/// vocabulary (an out-of-bounds read in the CPU model) are errors, on both
+/// implementations, and a valid batch next to them still scores.
+#[test]
+fn raw_ids_outside_the_vocabulary_or_empty_pairs_are_errors_not_panics() {
+    use rerank::Backend;
+    for portable in [false, true] {
+        let r = Reranker::load(
+            fixture_dir(),
+            RerankerOptions {
+                portable,
+                ..RerankerOptions::default()
+            },
+        )
+        .unwrap();
+        let vocab = r.config().vocab_size as u32;
+        let good = vec![0u32, 5, 2, 2, 7, 2];
+        let empty: Vec<u32> = Vec::new();
+        let e = r.forward(&[good.clone(), empty]).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidBatch(m) if m.contains("no tokens")),
+            "{e}"
+        );
+        let e = r.predict(&[&good, &[0, vocab, 2]]).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidBatch(m) if m.contains(&vocab.to_string())),
+            "{e}"
+        );
+        let e = r
+            .logits(&[vec![0u32, 2, 2], vec![0, u32::MAX, 2]])
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidBatch(_)), "{e}");
+        assert_eq!(r.forward(&[good]).unwrap().len(), 1);
+    }
+}

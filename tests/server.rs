@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use rerank::server::{router, AppState, ServerConfig};
+use rerank::server::{router, AppState, ServedModel, ServerConfig};
 use rerank::{RerankerOptions, Side};
 use server_common::*;
 use tower::ServiceExt;
@@ -241,6 +241,58 @@ async fn truncation_direction_and_truncate_false_follow_tei() {
     post(&strict, "/v1/rerank", body)
         .await
         .error(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+}
+
+/// Every route cuts over-long texts on the side the server was configured
+/// with (here `Left`), unless a TEI request names its own.
+#[tokio::test]
+async fn routes_truncate_on_the_configured_side() {
+    let rr = tiny(RerankerOptions {
+        max_length: Some(16),
+        truncation_side: Side::Left,
+        ..RerankerOptions::default()
+    });
+    let state = AppState::new(
+        ServedModel::from_reranker("tiny", rr.clone()),
+        ServerConfig {
+            auto_truncate: true,
+            ..ServerConfig::default()
+        },
+    )
+    .unwrap();
+    let long = "The giant panda is a bear native to south central China, and it eats bamboo almost exclusively.".to_string();
+    let texts = vec![long.clone(), "a panda".to_string()];
+    let left = library_scores(&rr, "what is a panda?", &texts);
+    let right_rr = tiny(RerankerOptions {
+        max_length: Some(16),
+        ..RerankerOptions::default()
+    });
+    let right = library_scores(&right_rr, "what is a panda?", &texts);
+    assert!(
+        (left[0] - right[0]).abs() > 1e-6,
+        "the sides must differ for this test"
+    );
+    let body = serde_json::json!({"query": "what is a panda?", "documents": texts});
+    let j = post(&state, "/v1/rerank", body.to_string()).await.json();
+    let first = j["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["index"] == 0)
+        .unwrap()["relevance_score"]
+        .as_f64()
+        .unwrap() as f32;
+    assert!(
+        (first - left[0]).abs() <= 1e-5,
+        "cohere: {first} vs left {}",
+        left[0]
+    );
+    let body = serde_json::json!({"query": "what is a panda?", "texts": texts});
+    let got = tei_scores(&post(&state, "/rerank", body.to_string()).await.json(), 2);
+    assert_close(&got, &left, 1e-5, "tei default side");
+    let body = serde_json::json!({"query": "what is a panda?", "texts": texts, "truncation_direction": "Right"});
+    let got = tei_scores(&post(&state, "/rerank", body.to_string()).await.json(), 2);
+    assert_close(&got, &right, 1e-5, "tei explicit Right");
 }
 
 #[tokio::test]
