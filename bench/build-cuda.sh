@@ -58,5 +58,5 @@ stub cublasLt libcublasLt.so.13 '^cublasLt'
 stub cublas libcublas.so.13 '^cublas' '^cublasLt'
 ln -sf libcudart.so.13 "$lib/libcudart.so"
 rm -f "$symbols"
-cargo build --release --features cuda --bin rerank
-echo "built $CARGO_TARGET_DIR/release/rerank"
+cargo build --release --features cuda --bin rerank --example loadgen
+echo "built $CARGO_TARGET_DIR/release/rerank and $CARGO_TARGET_DIR/release/examples/loadgen"

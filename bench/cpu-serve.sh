@@ -3,7 +3,7 @@
 # random-weight model, driven by `loadgen` on the same machine (server and load generator share
 # the cores). Default server flags; 15 s per run after 2 s of warm-up.
 #
-#   cargo build --release                      # target/release/rerank and target/release/loadgen
+#   cargo build --release --bin rerank --example loadgen   # target/release/{rerank,examples/loadgen}
 #   bash bench/cpu-serve.sh bench/results/$(date -u +%F)-cpu-serve
 #
 # Environment: RERANK, LOADGEN (the binaries, default target/release/...), MODEL (default
@@ -13,7 +13,7 @@ set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-bench/results/$(date -u +%F)-cpu-serve}
 R=${RERANK:-$root/target/release/rerank}
-L=${LOADGEN:-$root/target/release/loadgen}
+L=${LOADGEN:-$root/target/release/examples/loadgen}
 M=${MODEL:-/work/m3}
 T=${THREADS:-2}
 port=${PORT:-8093}

@@ -4,6 +4,7 @@
 # the same machine.
 #
 #   cargo build --release --features cuda     # or: bash bench/build-cuda.sh
+#   cargo build --release --example loadgen   # target/release/examples/loadgen
 #   bash bench/gpu-serve.sh [OUTDIR]
 #
 # Environment: RERANK, LOADGEN (the binaries, default target/release/...), MODEL
@@ -13,7 +14,7 @@
 set -u
 out=${1:-bench/results/$(date -u +%F)-gpu-serve}
 bin=${RERANK:-target/release/rerank}
-loadgen=${LOADGEN:-target/release/loadgen}
+loadgen=${LOADGEN:-target/release/examples/loadgen}
 model=${MODEL:-/tmp/rerank-m3}
 dur=${DURATION:-10}
 port=${PORT:-8097}

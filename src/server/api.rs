@@ -125,6 +125,13 @@ pub struct Info {
     pub model_type: String,
     pub model_dtype: String,
     pub model_device: String,
+    /// Which implementation runs the forward pass: `cpu-f32`, `cpu-bf16`,
+    /// `cpu-int8` (the hand-written CPU model) or `candle`.
+    pub model_implementation: String,
+    /// The CPU kernels in use, e.g. `int8=vnni bf16=avx512bf16 small-f32=avx512`
+    /// (chosen from the CPU's features, capped by `RERANK_*_KERNEL`); absent off CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<String>,
     /// Most tokens per pair, special tokens included.
     pub max_input_length: usize,
     pub max_client_batch_size: usize,

@@ -41,6 +41,7 @@ pub use routes::router;
 use crate::backend::Backend;
 use crate::engine::Reranker;
 use crate::error::Result;
+use crate::model::{DeviceKind, Dtype};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::tokenize::{EncodedPair, PairEncoder, TruncationParams};
 
@@ -85,8 +86,12 @@ pub struct ServedModel {
     pub backend: Arc<dyn Backend>,
     /// Default truncation; requests may change the side or turn it off.
     pub truncation: TruncationParams,
-    pub dtype: String,
-    pub device: String,
+    pub dtype: Dtype,
+    pub device: DeviceKind,
+    /// Which implementation runs the forward pass (`cpu-f32`, `candle`, …), for `/info`.
+    pub implementation: String,
+    /// The CPU kernels in use (`int8=vnni bf16=avx512bf16 …`), for `/info`; `None` off CPU.
+    pub kernels: Option<String>,
     /// Most pairs per forward pass.
     pub max_batch_pairs: usize,
     /// Most padded tokens per forward pass.
@@ -100,8 +105,10 @@ impl ServedModel {
         Self {
             name: name.into(),
             truncation: *reranker.truncation(),
-            dtype: reranker.dtype().to_string(),
-            device: options.device.to_string(),
+            dtype: reranker.dtype(),
+            device: options.device,
+            implementation: reranker.implementation().to_string(),
+            kernels: None, // TEMP
             max_batch_pairs: options.batch_size,
             max_batch_tokens: options.max_batch_tokens,
             tokenizer: reranker.clone(),
@@ -160,8 +167,10 @@ struct Inner {
     name: String,
     tokenizer: Arc<dyn PairTokenizer>,
     truncation: TruncationParams,
-    dtype: String,
-    device: String,
+    dtype: Dtype,
+    device: DeviceKind,
+    implementation: String,
+    kernels: Option<String>,
     config: ServerConfig,
     metrics: Arc<Metrics>,
     request_slots: Arc<Semaphore>,
@@ -208,6 +217,8 @@ impl AppState {
             truncation: model.truncation,
             dtype: model.dtype,
             device: model.device,
+            implementation: model.implementation,
+            kernels: model.kernels,
             request_slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             config,
             metrics,

@@ -229,7 +229,7 @@ async fn tei_rerank(
             text: return_text.then(|| scores.texts[r.index].clone()),
         })
         .collect();
-    Ok((scores.headers(&state.0.device), Json(ranked)))
+    Ok((scores.headers(&state.0.device.to_string()), Json(ranked)))
 }
 
 /// `POST /v1/rerank`, `/v2/rerank`: the Cohere/Jina schema.
@@ -268,7 +268,7 @@ async fn cohere_rerank(
             total_tokens: scores.tokens,
         },
     };
-    Ok((scores.headers(&state.0.device), Json(response)))
+    Ok((scores.headers(&state.0.device.to_string()), Json(response)))
 }
 
 /// `GET /health`: 200 when a forward pass succeeds now, 503 otherwise.
@@ -292,8 +292,10 @@ async fn info(State(state): State<AppState>) -> Json<Info> {
     Json(Info {
         model_id: inner.name.clone(),
         model_type: "reranker".into(),
-        model_dtype: inner.dtype.clone(),
-        model_device: inner.device.clone(),
+        model_dtype: inner.dtype.to_string(),
+        model_device: inner.device.to_string(),
+        model_implementation: inner.implementation.clone(),
+        kernels: inner.kernels.clone(),
         max_input_length: inner.truncation.max_length,
         max_client_batch_size: c.max_client_batch_size,
         max_batch_tokens: s.max_batch_tokens,

@@ -1,13 +1,10 @@
 //! Every way a model directory can be wrong gets an error that names the
 //! problem and what to do, never a panic.
 
-use std::path::{Path, PathBuf};
+use crate::fixtures::fixture_dir;
+use std::path::Path;
 
 use rerank::{Error, Reranker, RerankerOptions};
-
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny")
-}
 
 /// A writable copy of the tiny model's three files.
 fn copy_model() -> tempfile::TempDir {

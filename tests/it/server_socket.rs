@@ -2,18 +2,15 @@
 //! concurrent clients against the tiny model, a client that hangs up, graceful
 //! shutdown, and the `rerank serve` binary stopping on SIGTERM.
 
-#![cfg(feature = "server")]
-
-mod server_common;
-
+use crate::fixtures::fixture_dir;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::server_common::*;
 use hyper::StatusCode;
 use rerank::server::{self, AppState, ServerConfig};
 use rerank::RerankerOptions;
-use server_common::*;
 use tokio::sync::oneshot;
 
 /// Serves `state` on 127.0.0.1:0 until the returned sender fires or drops.

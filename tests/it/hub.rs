@@ -2,16 +2,13 @@
 //! cache layout, and the errors. (Downloads from a fake loopback hub are
 //! tested through the binary in tests/cli.rs.)
 
+use crate::fixtures::fixture_dir;
 use std::path::{Path, PathBuf};
 
 use rerank::hub::{self, CacheMiss, HubConfig, Source};
 use rerank::Error;
 
 const SHA: &str = "89abcdef0123456789abcdef0123456789abcdef";
-
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny")
-}
 
 fn offline(cache: &Path) -> HubConfig {
     HubConfig {

@@ -3,8 +3,9 @@
 
 #![allow(dead_code)]
 
+use crate::fixtures::fixture_dir;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -15,10 +16,6 @@ use hyper_util::rt::TokioIo;
 use rerank::backend::Backend;
 use rerank::server::{AppState, ServedModel, ServerConfig};
 use rerank::{Reranker, RerankerOptions};
-
-pub fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny")
-}
 
 pub fn tiny(options: RerankerOptions) -> Arc<Reranker> {
     Arc::new(Reranker::load(fixture_dir(), options).expect("tiny model loads"))

@@ -1,17 +1,13 @@
 //! The engine against golden outputs computed by PyTorch
 //! (`tests/fixtures/generate.py`), plus invariances and error cases.
 
+use crate::fixtures::fixture_dir;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use rerank::{Error, Reranker, RerankerOptions, Truncation};
 use serde::Deserialize;
 
 const TOL: f32 = 1e-4;
-
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny")
-}
 
 #[derive(Debug, Deserialize)]
 struct Case {
@@ -30,7 +26,7 @@ struct Case {
 }
 
 fn golden() -> Vec<Case> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden.json");
+    let path = crate::fixtures::golden_path();
     let text = std::fs::read_to_string(path).expect("golden.json");
     let cases: Vec<Case> = serde_json::from_str(&text).expect("golden.json parses");
     assert!(cases.len() >= 30, "too few golden cases: {}", cases.len());

@@ -6,6 +6,7 @@
 //! HF_ENDPOINT on 127.0.0.1 (a closed port, or a fake hub served by the test)
 //! and without proxy variables.
 
+use crate::fixtures::fixture_dir;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -22,10 +23,6 @@ const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 const MODEL_FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
 /// A loopback port nothing listens on: downloads fail at once.
 const UNREACHABLE: &str = "http://127.0.0.1:9";
-
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny")
-}
 
 fn fixture() -> String {
     fixture_dir().display().to_string()

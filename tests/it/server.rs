@@ -1,18 +1,14 @@
 //! The HTTP API in process (tower `oneshot`, no socket): every route, every
 //! error status, scores equal to the library's.
 
-#![cfg(feature = "server")]
-
-mod server_common;
-
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use crate::server_common::*;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use rerank::server::{router, AppState, ServedModel, ServerConfig};
 use rerank::{RerankerOptions, Side};
-use server_common::*;
 use tower::ServiceExt;
 
 const QUERY: &str = "中国的首都是哪里？";

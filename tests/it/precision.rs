@@ -8,15 +8,11 @@
 //! fixture uses a 15× larger initializer range so that its scores spread out;
 //! that amplifies every rounding, so against it we assert looser, stated bounds.
 
-use std::path::{Path, PathBuf};
+use crate::fixtures::fixture_dir;
 
 use rerank::synthetic::{self, SplitMix64};
 use rerank::{Dtype, ModelConfig, Reranker, RerankerOptions};
 use serde::Deserialize;
-
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny")
-}
 
 /// Relative L2 error of `got` against `want`.
 fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
@@ -159,7 +155,7 @@ struct Case {
 
 /// The golden longest-first cases at max_length 128 (the model's limit).
 fn golden() -> Vec<Case> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden.json");
+    let path = crate::fixtures::golden_path();
     let cases: Vec<Case> =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("golden.json");
     cases

@@ -1,0 +1,16 @@
+//! The integration tests, as one test binary (ripgrep's layout): one link of
+//! the library and its dependencies instead of one per file. Filter by module,
+//! e.g. `cargo test --test it -- precision:: server::`.
+
+mod cli;
+mod engine;
+mod fixtures;
+mod hub;
+mod load_errors;
+mod precision;
+#[cfg(feature = "server")]
+mod server;
+#[cfg(feature = "server")]
+mod server_common;
+#[cfg(feature = "server")]
+mod server_socket;
