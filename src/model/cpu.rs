@@ -4,7 +4,7 @@
 //! (candle) computes, and replaces it on CPU because it is measurably
 //! faster and leaner (see BENCHMARKS.md); with [`Precision::Bf16`] or
 //! [`Precision::Int8`] only the encoder's linear layers change (see
-//! `gemm_bf16.rs`, `qgemm_i8.rs`), Q/K/V then fused into one layer so the
+//! `kernels/bf16/`, `kernels/i8/`), Q/K/V then fused into one layer so the
 //! input is converted once. [`Precision::Int8`] quantizes the layers that read
 //! a LayerNorm output (Q/K/V, intermediate: 7/12 of the FLOPs) and keeps the
 //! two that write into the residual stream (attention output, FFN output) in
@@ -36,10 +36,8 @@ use std::sync::{Arc, Mutex};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::gemm_bf16::{matmul_bf16, PackedBf16};
-use super::kernels;
-use super::qgemm_i8::{matmul_i8, quantize_rows, PackedI8, QuantRows};
-use super::small_f32;
+use super::kernels::{self, bf16, i8, small_f32, Bf16Kernel, Kernels, SharedMut};
+use super::kernels::{PackedBf16, PackedI8, QuantRows};
 use super::{PackedBatch, Precision};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -305,8 +303,10 @@ impl Linear {
 
     /// `dst[r] (+)= x[r] · Wᵀ` for `rows` rows; `dst` has row stride `dst_rs`
     /// and `x` row stride `x_rs`. With `accumulate`, adds to what `dst` holds.
+    #[allow(clippy::too_many_arguments)]
     fn matmul(
         &self,
+        kernels: Kernels,
         dst: &mut [f32],
         dst_rs: usize,
         x: &[f32],
@@ -321,15 +321,17 @@ impl Linear {
         assert!(x.len() >= (rows - 1) * x_rs + self.in_dim);
         match &self.packed {
             Packed::F32 => {}
-            Packed::Bf16(w) => return matmul_bf16(dst, dst_rs, x, x_rs, rows, w, accumulate),
+            Packed::Bf16(w) => {
+                return bf16::matmul(kernels.bf16, dst, dst_rs, x, x_rs, rows, w, accumulate)
+            }
             Packed::Int8(w) => {
                 // The quantized rows reuse one buffer per thread instead of a
                 // fresh (up to tokens × 4096 bytes) allocation per layer. Taken
                 // out, not borrowed, so a nested call on this thread (rayon
                 // work-stealing) gets its own.
                 let mut q = QUANT_ROWS.take();
-                quantize_rows(x, x_rs, rows, self.in_dim, &mut q);
-                matmul_i8(dst, dst_rs, &q, w, rows, accumulate);
+                i8::quantize_rows(kernels.i8, x, x_rs, rows, self.in_dim, &mut q);
+                i8::matmul(kernels.i8, dst, dst_rs, &q, w, rows, accumulate);
                 QUANT_ROWS.set(q);
                 return;
             }
@@ -337,7 +339,7 @@ impl Linear {
         let w = self.weight.as_slice();
         if self.few_rows_kernel
             && small_f32::pays_off(rows, self.out_dim, self.in_dim)
-            && small_f32::enabled()
+            && kernels.small_f32
         {
             let shape = (self.out_dim, self.in_dim);
             return small_f32::matmul(dst, dst_rs, x, x_rs, rows, w, shape, accumulate);
@@ -441,6 +443,7 @@ pub struct CpuModel {
     eps: f32,
     pad_token_id: u32,
     precision: Precision,
+    kernels: Kernels,
     workspace: Mutex<Workspace>,
 }
 
@@ -468,36 +471,20 @@ fn grown(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut v[..n]
 }
 
-/// A raw pointer that tasks writing disjoint parts of one buffer may share.
-#[derive(Clone, Copy)]
-pub(super) struct SharedMut(pub(super) *mut f32);
-// SAFETY: every user has each task write a disjoint set of elements (see
-// `attention` and `small_f32::matmul`).
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    /// A method, so closures capture the whole `Send` wrapper, not the field.
-    pub(super) fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
 impl CpuModel {
     /// Loads the weights (tensor names as in the checkpoint).
     /// The encoder's linear layers run in `precision`; embeddings, LayerNorm,
     /// attention and the classification head always run in f32.
     pub fn load(source: &WeightSource, cfg: &ModelConfig, precision: Precision) -> Result<Self> {
+        let kernels = Kernels::get()?;
         match precision {
-            Precision::Int8 if !super::qgemm_i8::vnni_available() => tracing::warn!(
+            Precision::Int8 if !kernels.fast_i8() => tracing::warn!(
                 "this CPU has no AVX512-VNNI: int8 runs a portable kernel that is slower than f32"
             ),
-            Precision::Bf16
-                if super::gemm_bf16::detected_kernel() != super::gemm_bf16::Bf16Kernel::Amx =>
-            {
+            Precision::Bf16 if kernels.bf16 != Bf16Kernel::Amx => {
                 tracing::warn!(
                     "this CPU has no AMX (or the kernel refused it): bf16 runs the {:?} kernel, slower than f32",
-                    super::gemm_bf16::detected_kernel()
+                    kernels.bf16
                 )
             }
             _ => {}
@@ -514,11 +501,7 @@ impl CpuModel {
         // attention output in bf16 2.05e-2; intermediate + output 1.72e-2 at
         // ~18 %. Without AMX, bf16 is slower than f32 there, so f32 is used.
         let residual_precision = match precision {
-            Precision::Int8
-                if super::gemm_bf16::detected_kernel() == super::gemm_bf16::Bf16Kernel::Amx =>
-            {
-                Precision::Bf16
-            }
+            Precision::Int8 if kernels.bf16 == Bf16Kernel::Amx => Precision::Bf16,
             Precision::Int8 => Precision::F32,
             other => other,
         };
@@ -586,6 +569,7 @@ impl CpuModel {
             eps: cfg.layer_norm_eps as f32,
             pad_token_id: cfg.pad_token_id as u32,
             precision,
+            kernels,
             workspace: Mutex::default(),
         })
     }
@@ -635,11 +619,11 @@ impl CpuModel {
             // Q, K, V for every token, side by side in one (tokens × 3H) buffer.
             if let Some(lin) = &layer.qkv {
                 lin.fill_bias(qkv, 3 * h, tokens);
-                lin.matmul(qkv, 3 * h, &x, h, tokens, true);
+                lin.matmul(self.kernels, qkv, 3 * h, &x, h, tokens, true);
             }
             for (k, lin) in layer.qkv_parts.iter().enumerate() {
                 lin.fill_bias(&mut qkv[k * h..], 3 * h, tokens);
-                lin.matmul(&mut qkv[k * h..], 3 * h, &x, h, tokens, true);
+                lin.matmul(self.kernels, &mut qkv[k * h..], 3 * h, &x, h, tokens, true);
             }
             self.attention(qkv, ctx, batch, first_only);
             // mid = LayerNorm(x + bias + ctx · Woᵀ)
@@ -658,12 +642,16 @@ impl CpuModel {
                 .par_chunks_mut(h)
                 .zip(x_rows.par_chunks(h))
                 .for_each(|(m, r)| kernels::add_into(m, r, bias));
-            layer.attention_output.matmul(mid, h, ctx, h, rows, true);
+            layer
+                .attention_output
+                .matmul(self.kernels, mid, h, ctx, h, rows, true);
             layer
                 .attention_norm
                 .apply(&mut mid[..rows * h], h, self.eps);
             // ffn = GELU(mid · Wiᵀ + bi): the bias is added by the GELU pass.
-            layer.intermediate.matmul(ffn, inter, mid, h, rows, false);
+            layer
+                .intermediate
+                .matmul(self.kernels, ffn, inter, mid, h, rows, false);
             let bias = layer.intermediate.bias.as_slice();
             ffn[..rows * inter]
                 .par_chunks_mut(inter)
@@ -674,7 +662,9 @@ impl CpuModel {
                 .par_chunks_mut(h)
                 .zip(mid.par_chunks(h))
                 .for_each(|(d, m)| kernels::add_into(d, m, bias));
-            layer.output.matmul(&mut x, h, ffn, inter, rows, true);
+            layer
+                .output
+                .matmul(self.kernels, &mut x, h, ffn, inter, rows, true);
             layer.output_norm.apply(&mut x[..rows * h], h, self.eps);
         }
         if let Ok(mut w) = self.workspace.lock() {
@@ -690,12 +680,12 @@ impl CpuModel {
         let mut dense = vec![0f32; pairs * h];
         self.classifier_dense.fill_bias(&mut dense, h, pairs);
         self.classifier_dense
-            .matmul(&mut dense, h, &x, h, pairs, true);
+            .matmul(self.kernels, &mut dense, h, &x, h, pairs, true);
         dense.iter_mut().for_each(|v| *v = v.tanh());
         let mut logits = vec![0f32; pairs];
         self.classifier_out.fill_bias(&mut logits, 1, pairs);
         self.classifier_out
-            .matmul(&mut logits, 1, &dense, h, pairs, true);
+            .matmul(self.kernels, &mut logits, 1, &dense, h, pairs, true);
         x.truncate(pairs * h);
         (logits, x)
     }

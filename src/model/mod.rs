@@ -3,16 +3,12 @@
 //! Two implementations of the same graph: [`XlmRobertaForSequenceClassification`]
 //! in candle (every device, f32/f16/bf16) and [`CpuModel`], hand-written for
 //! the CPU where it is measurably faster (see `cpu.rs`), with its encoder's
-//! linear layers in f32, bf16 (`gemm_bf16.rs`) or int8 (`qgemm_i8.rs`).
+//! linear layers in f32, bf16 or int8 (the kernels are in `kernels/`).
 
-mod amx;
 mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
-pub mod gemm_bf16;
-mod kernels;
-pub mod qgemm_i8;
-mod small_f32;
+pub mod kernels;
 mod xlm_roberta;
 
 /// Arithmetic of the encoder's linear layers in [`CpuModel`].
@@ -28,6 +24,7 @@ pub enum Precision {
 }
 
 pub use cpu::{CpuModel, WeightSource};
+pub use kernels::Kernels;
 pub use xlm_roberta::{PackedBatch, XlmRobertaForSequenceClassification};
 
 /// A loaded model, whichever implementation runs it.
