@@ -4,13 +4,13 @@
 //! # Layout
 //! - this file: [`Kernels`], the kernels this process uses (the best the CPU
 //!   has, capped by the [`ENV_SWITCHES`], read once and validated); the
-//!   pointer type parallel tasks share ([`SharedMut`]); `multiversion!`, the
+//!   pointer type parallel tasks share (`SharedMut`); `multiversion!`, the
 //!   macro that compiles one function for several instruction sets;
 //! - [`elementwise`]: erf GELU, online softmax, LayerNorm and additions, in place;
 //! - [`small_f32`]: f32 products of a few rows against the weights as stored;
 //! - [`bf16`]: bf16 matmul, a file per instruction set (portable, AVX-512
 //!   `VDPBF16PS`, AMX) plus packing and the parallel driver;
-//! - [`i8`]: int8 matmul, likewise (portable, AVX-512 VNNI, AMX) plus weight
+//! - [`i8`](mod@i8): int8 matmul, likewise (portable, AVX-512 VNNI, AMX) plus weight
 //!   packing, activation quantization and the parallel driver;
 //! - `amx`: the AMX set-up both precisions share.
 //!
@@ -246,10 +246,12 @@ fn choose(cpu: &Cpu, env: impl Fn(&str) -> Option<String>) -> Result<Kernels, St
     {
         None | Some("" | "1" | "on") => true,
         Some("0" | "off") => false,
-        Some(_) => return Err(format!(
+        Some(_) => {
+            return Err(format!(
             "{var}={:?} is not a switch value; use 1 or on (the default), 0 or off, or unset it",
             value.unwrap_or_default()
-        )),
+        ))
+        }
     };
     Ok(Kernels {
         i8: i8.unwrap_or(I8Kernel::Scalar),
