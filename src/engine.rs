@@ -188,6 +188,11 @@ impl Reranker {
         self.model.implementation()
     }
 
+    /// The CPU kernels the hand-written model runs (`None` in candle).
+    pub fn kernels(&self) -> Option<crate::model::Kernels> {
+        self.model.kernels()
+    }
+
     /// The dtype in use.
     pub fn dtype(&self) -> Dtype {
         self.dtype

@@ -13,14 +13,10 @@
 //! implementation; [`Model::load`] builds it. The engine and the synthetic
 //! models both go through these two, so they cannot diverge.
 
-mod amx;
 pub mod candle;
 pub mod checkpoint;
 pub mod cpu;
-pub mod gemm_bf16;
 pub mod kernels;
-pub mod qgemm_i8;
-mod small_f32;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +27,7 @@ use ::candle_nn::VarBuilder;
 
 pub use self::candle::XlmRobertaForSequenceClassification;
 pub use self::cpu::{CpuModel, WeightSource};
+pub use self::kernels::Kernels;
 use crate::backend::PackedBatch;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -229,6 +226,11 @@ impl Model {
     /// Builds the implementation `choice` names from `weights`.
     pub fn load(weights: Weights, cfg: &ModelConfig, choice: Choice) -> Result<Self> {
         let device = choice.device.open()?;
+        if choice.device == DeviceKind::Cpu {
+            // Validates the RERANK_*_KERNEL switches whichever implementation
+            // runs, so a typo is an error even where no kernel of ours runs.
+            Kernels::get()?;
+        }
         match (choice.implementation, weights) {
             (Implementation::Cpu, Weights::File(path)) => Ok(Self::Cpu(Box::new(CpuModel::load(
                 &WeightSource::map(&path)?,
@@ -282,6 +284,14 @@ impl Model {
         match self {
             Self::Candle(m) => Ok(m.forward_hidden(batch)?),
             Self::Cpu(m) => Ok(m.forward_hidden(batch)),
+        }
+    }
+
+    /// The CPU kernels of the hand-written model (`None` for candle).
+    pub fn kernels(&self) -> Option<Kernels> {
+        match self {
+            Self::Candle(_) => None,
+            Self::Cpu(m) => Some(m.kernels()),
         }
     }
 

@@ -108,7 +108,7 @@ impl ServedModel {
             dtype: reranker.dtype(),
             device: options.device,
             implementation: reranker.implementation().to_string(),
-            kernels: None, // TEMP
+            kernels: reranker.kernels().map(|k| k.to_string()),
             max_batch_pairs: options.batch_size,
             max_batch_tokens: options.max_batch_tokens,
             tokenizer: reranker.clone(),

@@ -214,7 +214,6 @@ pub struct XlmRobertaForSequenceClassification {
     embeddings: Embeddings,
     layers: Vec<Layer>,
     classifier: ClassificationHead,
-    pad_token_id: u32,
     device: Device,
     dtype: DType,
 }
@@ -236,15 +235,9 @@ impl XlmRobertaForSequenceClassification {
                 dense: Linear::load(&vb, &names.classifier_dense)?,
                 out_proj: Linear::load(&vb, &names.classifier_out)?,
             },
-            pad_token_id: cfg.pad_token_id as u32,
             device: vb.device().clone(),
             dtype: vb.dtype(),
         })
-    }
-
-    /// The pad token id, needed to build position ids.
-    pub fn pad_token_id(&self) -> u32 {
-        self.pad_token_id
     }
 
     /// The dtype the weights were loaded in.

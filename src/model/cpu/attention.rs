@@ -7,9 +7,8 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::SharedMut;
 use crate::backend::PackedBatch;
-use crate::model::kernels;
+use crate::model::kernels::{self, SharedMut};
 
 /// Query rows × keys per attention tile: 128 × 512 scores = 256 KiB, half a
 /// core's L2 on the machines measured, so scores are written, exponentiated

@@ -7,10 +7,8 @@ use rayon::prelude::*;
 use super::weights::{Buf, Tensors};
 use crate::error::Result;
 use crate::model::checkpoint::{LinearNames, NormNames};
-use crate::model::gemm_bf16::{matmul_bf16, PackedBf16};
-use crate::model::kernels;
-use crate::model::qgemm_i8::{matmul_i8, quantize_rows, PackedI8, QuantRows};
-use crate::model::small_f32;
+use crate::model::kernels::{self, bf16, i8 as int8, small_f32, Kernels};
+use crate::model::kernels::{PackedBf16, PackedI8, QuantRows};
 use crate::model::Dtype;
 
 /// `y = x Wᵀ + b` with `W` stored (out × in) as in the checkpoint.
@@ -24,6 +22,8 @@ pub(super) struct Linear {
     packed: Packed,
     /// Whether an f32 product of few rows may take [`small_f32`].
     few_rows_kernel: bool,
+    /// The kernels this process chose (see [`Kernels::get`]).
+    kernels: Kernels,
 }
 
 /// Weights converted for a low-precision kernel.
@@ -34,7 +34,7 @@ enum Packed {
 }
 
 impl Linear {
-    pub(super) fn load(t: &Tensors, names: &LinearNames) -> Result<Self> {
+    pub(super) fn load(t: &Tensors, names: &LinearNames, kernels: Kernels) -> Result<Self> {
         let (in_dim, out_dim) = (names.in_dim, names.out_dim);
         Ok(Self {
             weight: t.get(&names.weight, &[out_dim, in_dim])?,
@@ -43,6 +43,7 @@ impl Linear {
             out_dim,
             packed: Packed::F32,
             few_rows_kernel: true,
+            kernels,
         })
     }
 
@@ -72,6 +73,7 @@ impl Linear {
     /// three, which matters when that pass also converts it (bf16, int8).
     pub(super) fn fused(mut parts: Vec<Linear>, dtype: Dtype) -> Self {
         let (in_dim, out_dim) = (parts[0].in_dim, parts.iter().map(|l| l.out_dim).sum());
+        let kernels = parts[0].kernels;
         let cat = |parts: &[Linear], f: fn(&Linear) -> &[f32]| {
             parts.iter().flat_map(|l| f(l).iter().copied()).collect()
         };
@@ -85,6 +87,7 @@ impl Linear {
             out_dim,
             packed: Packed::F32,
             few_rows_kernel: true,
+            kernels,
         }
         .pack(dtype)
     }
@@ -107,15 +110,18 @@ impl Linear {
         assert!(x.len() >= (rows - 1) * x_rs + self.in_dim);
         match &self.packed {
             Packed::F32 => {}
-            Packed::Bf16(w) => return matmul_bf16(dst, dst_rs, x, x_rs, rows, w, accumulate),
+            Packed::Bf16(w) => {
+                let kernel = self.kernels.bf16;
+                return bf16::matmul(kernel, dst, dst_rs, x, x_rs, rows, w, accumulate);
+            }
             Packed::Int8(w) => {
                 // The quantized rows reuse one buffer per thread instead of a
                 // fresh (up to tokens × 4096 bytes) allocation per layer. Taken
                 // out, not borrowed, so a nested call on this thread (rayon
                 // work-stealing) gets its own.
                 let mut q = QUANT_ROWS.take();
-                quantize_rows(x, x_rs, rows, self.in_dim, &mut q);
-                matmul_i8(dst, dst_rs, &q, w, rows, accumulate);
+                int8::quantize_rows(self.kernels.i8, x, x_rs, rows, self.in_dim, &mut q);
+                int8::matmul(self.kernels.i8, dst, dst_rs, &q, w, rows, accumulate);
                 QUANT_ROWS.set(q);
                 return;
             }
@@ -123,7 +129,7 @@ impl Linear {
         let w = self.weight.as_slice();
         if self.few_rows_kernel
             && small_f32::pays_off(rows, self.out_dim, self.in_dim)
-            && small_f32::enabled()
+            && self.kernels.small_f32
         {
             let shape = (self.out_dim, self.in_dim);
             return small_f32::matmul(dst, dst_rs, x, x_rs, rows, w, shape, accumulate);

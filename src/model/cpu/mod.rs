@@ -46,7 +46,7 @@ use crate::backend::PackedBatch;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::model::checkpoint::{Checkpoint, TableNames};
-use crate::model::kernels;
+use crate::model::kernels::{self, Bf16Kernel, Kernels};
 use crate::model::Dtype;
 
 /// `roberta.encoder.layer.N`
@@ -75,8 +75,8 @@ pub struct CpuModel {
     intermediate: usize,
     heads: usize,
     eps: f32,
-    pad_token_id: u32,
     dtype: Dtype,
+    kernels: Kernels,
     workspace: Mutex<Workspace>,
 }
 
@@ -104,21 +104,6 @@ fn grown(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut v[..n]
 }
 
-/// A raw pointer that tasks writing disjoint parts of one buffer may share.
-#[derive(Clone, Copy)]
-pub(crate) struct SharedMut(pub(crate) *mut f32);
-// SAFETY: every user has each task write a disjoint set of elements (see
-// `attention` and `small_f32::matmul`).
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    /// A method, so closures capture the whole `Send` wrapper, not the field.
-    pub(crate) fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
 impl CpuModel {
     /// Loads the weights named by [`Checkpoint::xlm_roberta`]. The encoder's
     /// linear layers run in `dtype` (f32, bf16 or int8); embeddings,
@@ -130,19 +115,15 @@ impl CpuModel {
                     .into(),
             ));
         }
+        let kernels = Kernels::get()?;
         match dtype {
-            Dtype::Int8 if !crate::model::qgemm_i8::vnni_available() => tracing::warn!(
+            Dtype::Int8 if !kernels.fast_i8() => tracing::warn!(
                 "this CPU has no AVX512-VNNI: int8 runs a portable kernel that is slower than f32"
             ),
-            Dtype::Bf16
-                if crate::model::gemm_bf16::detected_kernel()
-                    != crate::model::gemm_bf16::Bf16Kernel::Amx =>
-            {
-                tracing::warn!(
-                    "this CPU has no AMX (or the kernel refused it): bf16 runs the {:?} kernel, slower than f32",
-                    crate::model::gemm_bf16::detected_kernel()
-                )
-            }
+            Dtype::Bf16 if kernels.bf16 != Bf16Kernel::Amx => tracing::warn!(
+                "this CPU has no AMX (or the kernel refused it): bf16 runs the {:?} kernel, slower than f32",
+                kernels.bf16
+            ),
             _ => {}
         }
         let t = source.tensors()?;
@@ -158,12 +139,7 @@ impl CpuModel {
         // attention output in bf16 2.05e-2; intermediate + output 1.72e-2 at
         // ~18 %. Without AMX, bf16 is slower than f32 there, so f32 is used.
         let residual_dtype = match dtype {
-            Dtype::Int8
-                if crate::model::gemm_bf16::detected_kernel()
-                    == crate::model::gemm_bf16::Bf16Kernel::Amx =>
-            {
-                Dtype::Bf16
-            }
+            Dtype::Int8 if kernels.bf16 == Bf16Kernel::Amx => Dtype::Bf16,
             Dtype::Int8 => Dtype::F32,
             other => other,
         };
@@ -181,7 +157,7 @@ impl CpuModel {
             .map(|l| {
                 let qkv_parts = [&l.query, &l.key, &l.value]
                     .into_iter()
-                    .map(|names| Linear::load(&t, names))
+                    .map(|names| Linear::load(&t, names, kernels))
                     .collect::<Result<Vec<_>>>()?;
                 let (qkv_parts, qkv) = match dtype {
                     Dtype::F32 => (qkv_parts, None),
@@ -190,10 +166,10 @@ impl CpuModel {
                 Ok(Layer {
                     qkv_parts,
                     qkv,
-                    attention_output: residual(Linear::load(&t, &l.attention_output)?),
+                    attention_output: residual(Linear::load(&t, &l.attention_output, kernels)?),
                     attention_norm: LayerNorm::load(&t, &l.attention_norm)?,
-                    intermediate: Linear::load(&t, &l.intermediate)?.pack(dtype),
-                    output: residual(Linear::load(&t, &l.output)?),
+                    intermediate: Linear::load(&t, &l.intermediate, kernels)?.pack(dtype),
+                    output: residual(Linear::load(&t, &l.output, kernels)?),
                     output_norm: LayerNorm::load(&t, &l.output_norm)?,
                 })
             })
@@ -205,14 +181,14 @@ impl CpuModel {
             token_type: table(&names.token_type_embeddings)?.as_slice()[..h].to_vec(),
             embeddings_norm: LayerNorm::load(&t, &names.embeddings_norm)?,
             layers,
-            classifier_dense: Linear::load(&t, &names.classifier_dense)?,
-            classifier_out: Linear::load(&t, &names.classifier_out)?,
+            classifier_dense: Linear::load(&t, &names.classifier_dense, kernels)?,
+            classifier_out: Linear::load(&t, &names.classifier_out, kernels)?,
             hidden: h,
             intermediate: i,
             heads: cfg.num_attention_heads,
             eps: cfg.layer_norm_eps as f32,
-            pad_token_id: cfg.pad_token_id as u32,
             dtype,
+            kernels,
             workspace: Mutex::default(),
         })
     }
@@ -222,9 +198,9 @@ impl CpuModel {
         self.dtype
     }
 
-    /// The pad token id, needed to build position ids.
-    pub fn pad_token_id(&self) -> u32 {
-        self.pad_token_id
+    /// The CPU kernels the linear layers run.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     /// One raw logit per pair, in batch order.

@@ -1,6 +1,8 @@
 //! Intel AMX set-up shared by the bf16 and int8 kernels: feature detection and
-//! the Linux permission to use the tile registers, and the tile configuration
-//! both kernels use.
+//! the Linux permission to use the tile registers (once per feature, cached),
+//! and the tile configuration both kernels use.
+
+use std::sync::OnceLock;
 
 /// Which AMX compute extension a kernel needs (its bit in CPUID.(EAX=7,ECX=0):EDX).
 #[derive(Clone, Copy)]
@@ -9,12 +11,24 @@ pub(crate) enum AmxFeature {
     Int8 = 25,
 }
 
+/// Whether AMX-TILE and `feature` are usable here: detected, and permitted by
+/// the OS, on the first call for each feature; cached after.
+pub(crate) fn available(feature: AmxFeature) -> bool {
+    static BF16: OnceLock<bool> = OnceLock::new();
+    static INT8: OnceLock<bool> = OnceLock::new();
+    let cached = match feature {
+        AmxFeature::Bf16 => &BF16,
+        AmxFeature::Int8 => &INT8,
+    };
+    *cached.get_or_init(|| detect_and_enable(feature))
+}
+
 /// Checks CPUID / XCR0 for AMX-TILE and `feature`, and asks Linux for
 /// permission to use the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM,
 /// XFEATURE_XTILEDATA)`; the permission is per process and granting it twice
 /// is harmless). False on other systems.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-pub(crate) fn detect_and_enable(feature: AmxFeature) -> bool {
+fn detect_and_enable(feature: AmxFeature) -> bool {
     use std::arch::asm;
     use std::arch::x86_64::{__cpuid_count, _xgetbv};
     let l0 = __cpuid_count(0, 0);
@@ -54,7 +68,7 @@ pub(crate) fn detect_and_enable(feature: AmxFeature) -> bool {
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-pub(crate) fn detect_and_enable(_feature: AmxFeature) -> bool {
+fn detect_and_enable(_feature: AmxFeature) -> bool {
     false
 }
 
@@ -65,7 +79,7 @@ struct TileCfg([u8; 64]);
 /// Loads palette 1 with tmm0..tmm7 all 16 rows × 64 bytes (what both kernels use).
 ///
 /// # Safety
-/// AMX must have been enabled by [`detect_and_enable`] on this machine.
+/// AMX must be [`available`] on this machine.
 #[cfg(target_arch = "x86_64")]
 pub(crate) unsafe fn load_config() {
     let mut cfg = TileCfg([0; 64]);

@@ -11,36 +11,19 @@
 //! while every activation row block passes, so the weights are read from
 //! memory once per call.
 //!
-//! Measured on the encoder's shapes (2 threads, Sapphire Rapids-class VM,
-//! 24 distinct weight matrices in turn so they come from memory, median time
-//! per matrix; `gemm` 0.19 with the same strides, same run):
-//!
-//! | in → out    | rows | `gemm`  | this    | speed-up |
-//! |-------------|------|---------|---------|----------|
-//! | 1024 → 1024 | 16   | 1.87 ms | 0.36 ms | 5.3×     |
-//! | 1024 → 1024 | 64   | 1.89 ms | 0.83 ms | 2.3×     |
-//! | 1024 → 1024 | 128  | 2.27 ms | 1.50 ms | 1.5×     |
-//! | 1024 → 3072 | 16   | 2.02 ms | 1.00 ms | 2.0×     |
-//! | 1024 → 3072 | 64   | 2.87 ms | 2.58 ms | 1.1×     |
-//! | 1024 → 3072 | 128  | 3.91 ms | 4.63 ms | 0.84×    |
-//! | 1024 → 4096 | 16   | 2.66 ms | 1.34 ms | 2.0×     |
-//! | 1024 → 4096 | 64   | 3.68 ms | 3.25 ms | 1.1×     |
-//! | 1024 → 4096 | 128  | 5.19 ms | 5.90 ms | 0.88×    |
-//! | 4096 → 1024 | 16   | 7.76 ms | 1.30 ms | 6.0×     |
-//! | 4096 → 1024 | 64   | 7.27 ms | 2.86 ms | 2.5×     |
-//! | 4096 → 1024 | 128  | 8.39 ms | 5.08 ms | 1.7×     |
-//!
-//! Past that `gemm` wins (its packing is then amortized), hence
-//! [`pays_off`]. Results differ from `gemm`'s only in summation order, and
-//! do not depend on how many rows a call has.
+//! With many rows `gemm` wins again (its packing is then amortized, first on
+//! the layers that widen, 1024 → 3072/4096), hence [`pays_off`]. Results
+//! differ from `gemm`'s only in summation order, and do not depend on how
+//! many rows a call has. Callers check [`Kernels::small_f32`](super::Kernels::small_f32)
+//! (which `RERANK_SMALL_F32=0` turns off) and [`pays_off`].
 
 use rayon::prelude::*;
 
-use super::cpu::SharedMut;
+use super::SharedMut;
 
 /// Whether this kernel beats `gemm` for `rows` rows of an `in_dim → out_dim`
-/// layer (see the table above): up to 64 rows always, up to 128 when the
-/// layer does not widen (1024 → 1024, 4096 → 1024).
+/// layer, as measured on the encoder's shapes: up to 64 rows always, up to
+/// 128 when the layer does not widen (1024 → 1024, 4096 → 1024).
 pub fn pays_off(rows: usize, out_dim: usize, in_dim: usize) -> bool {
     rows <= 64 || (rows <= 128 && out_dim <= in_dim)
 }
@@ -54,15 +37,6 @@ const TASK_OUTS: usize = 8 * OB;
 /// the activation blocks go by; a 4096-input layer runs in 4 passes, adding
 /// to what the first wrote (measured at 70 rows, 4096 → 1024: 3.70 → 3.04 ms).
 const KC: usize = 1024;
-
-/// Whether the engine uses this kernel: the CPU can run it and
-/// `RERANK_SMALL_F32=0` (for comparisons) does not turn it off.
-pub fn enabled() -> bool {
-    static ENABLED: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
-        available() && std::env::var("RERANK_SMALL_F32").map_or(true, |v| v != "0")
-    });
-    *ENABLED
-}
 
 /// Whether this CPU can run the kernel (AVX-512 F).
 pub fn available() -> bool {

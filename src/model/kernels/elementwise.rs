@@ -6,43 +6,11 @@
 //! `binary_map`), call scalar `erf`/`exp` per element and allocate a new
 //! tensor per step. Here each kernel is one pass over memory, written as
 //! branch-free loops over fixed-width lanes that the compiler vectorizes, and
-//! compiled twice: for the baseline target and with AVX-512 (or AVX2+FMA),
-//! picked at run time.
+//! compiled by `multiversion!` for the baseline target and with AVX-512 (or
+//! AVX2+FMA), picked at run time by the CPU's features.
 
 /// Lanes per accumulator array: one AVX-512 register of f32.
 const LANES: usize = 16;
-
-/// Runs `$body` compiled for the best instruction set the CPU has.
-macro_rules! dispatch {
-    ($name:ident($($arg:ident: $ty:ty),*) $body:block) => {
-        pub fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn generic($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-                unsafe fn avx512($($arg: $ty),*) { generic($($arg),*) }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) { generic($($arg),*) }
-                if std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("avx512bw")
-                    && std::arch::is_x86_feature_detected!("avx512dq")
-                    && std::arch::is_x86_feature_detected!("avx512vl")
-                {
-                    // SAFETY: the features were detected above.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the features were detected above.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            generic($($arg),*)
-        }
-    };
-}
 
 /// exp(x) for x ≤ 0 (softmax inputs after subtracting the row max), about
 /// 2 ulp: 2^n · p(r) with n = round(x·log2 e) and a degree-6 polynomial.
@@ -90,81 +58,101 @@ fn erf(x: f32) -> f32 {
     x * p / q
 }
 
-dispatch!(bias_gelu(row: &mut [f32], bias: &[f32]) {
-    // GELU(x + b) with GELU(x) = x/2 · (1 + erf(x/√2)), the exact form of
-    // `ACT2FN["gelu"]`. Adding the bias here spares the matmul a prefilled
-    // destination: one pass over the (tokens × intermediate) buffer less.
-    for (x, &b) in row.iter_mut().zip(bias) {
-        let v = *x + b;
-        *x = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
-    }
-});
-
-dispatch!(softmax_tile(row: &mut [f32], state: &mut [f32]) {
-    // One key block of an online softmax. state = [running max, running
-    // sum, correction]: exponentiates the row against the new max, rescales
-    // the sum, and leaves in state[2] the factor exp(old max - new max) by
-    // which what earlier blocks produced must be multiplied.
-    let mut maxes = [f32::NEG_INFINITY; LANES];
-    let mut chunks = row.chunks_exact(LANES);
-    for c in &mut chunks {
-        for (m, &v) in maxes.iter_mut().zip(c) {
-            *m = m.max(v);
+multiversion!(
+    /// `row = GELU(row + bias)`, the exact erf form.
+    pub fn bias_gelu(row: &mut [f32], bias: &[f32]) {
+        // GELU(x + b) with GELU(x) = x/2 · (1 + erf(x/√2)), the exact form of
+        // `ACT2FN["gelu"]`. Adding the bias here spares the matmul a prefilled
+        // destination: one pass over the (tokens × intermediate) buffer less.
+        for (x, &b) in row.iter_mut().zip(bias) {
+            let v = *x + b;
+            *x = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
         }
     }
-    let mut max = chunks.remainder().iter().fold(state[0], |a, &b| a.max(b));
-    max = maxes.iter().fold(max, |a, &b| a.max(b));
-    let mut sums = [0f32; LANES];
-    let mut chunks = row.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        for (s, v) in sums.iter_mut().zip(c.iter_mut()) {
+);
+
+multiversion!(
+    /// One key block of an online softmax over `row`, in place (see the body).
+    pub fn softmax_tile(row: &mut [f32], state: &mut [f32]) {
+        // One key block of an online softmax. state = [running max, running
+        // sum, correction]: exponentiates the row against the new max, rescales
+        // the sum, and leaves in state[2] the factor exp(old max - new max) by
+        // which what earlier blocks produced must be multiplied.
+        let mut maxes = [f32::NEG_INFINITY; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (m, &v) in maxes.iter_mut().zip(c) {
+                *m = m.max(v);
+            }
+        }
+        let mut max = chunks.remainder().iter().fold(state[0], |a, &b| a.max(b));
+        max = maxes.iter().fold(max, |a, &b| a.max(b));
+        let mut sums = [0f32; LANES];
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            for (s, v) in sums.iter_mut().zip(c.iter_mut()) {
+                *v = exp_nonpositive(*v - max);
+                *s += *v;
+            }
+        }
+        let mut sum = 0f32;
+        for v in chunks.into_remainder() {
             *v = exp_nonpositive(*v - max);
-            *s += *v;
+            sum += *v;
         }
+        sum += sums.iter().sum::<f32>();
+        let correction = if state[0] == f32::NEG_INFINITY {
+            0.0
+        } else {
+            exp_nonpositive(state[0] - max)
+        };
+        state[0] = max;
+        state[1] = state[1] * correction + sum;
+        state[2] = correction;
     }
-    let mut sum = 0f32;
-    for v in chunks.into_remainder() {
-        *v = exp_nonpositive(*v - max);
-        sum += *v;
-    }
-    sum += sums.iter().sum::<f32>();
-    let correction = if state[0] == f32::NEG_INFINITY { 0.0 } else { exp_nonpositive(state[0] - max) };
-    state[0] = max;
-    state[1] = state[1] * correction + sum;
-    state[2] = correction;
-});
+);
 
-dispatch!(layer_norm(row: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
-    let n = row.len() as f32;
-    let mut acc = [0f32; LANES];
-    let mut chunks = row.chunks_exact(LANES);
-    for c in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += v;
+multiversion!(
+    /// LayerNorm of `row` in place: `(row - mean) / √(var + eps) · weight + bias`.
+    pub fn layer_norm(row: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+        let n = row.len() as f32;
+        let mut acc = [0f32; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += v;
+            }
+        }
+        let mean = (acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()) / n;
+        let mut acc = [0f32; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                let d = v - mean;
+                *a += d * d;
+            }
+        }
+        let rem: f32 = chunks
+            .remainder()
+            .iter()
+            .map(|&v| (v - mean) * (v - mean))
+            .sum();
+        let var = (acc.iter().sum::<f32>() + rem) / n;
+        let rstd = 1.0 / (var + eps).sqrt();
+        for ((v, &w), &b) in row.iter_mut().zip(weight).zip(bias) {
+            *v = (*v - mean) * rstd * w + b;
         }
     }
-    let mean = (acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()) / n;
-    let mut acc = [0f32; LANES];
-    let mut chunks = row.chunks_exact(LANES);
-    for c in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            let d = v - mean;
-            *a += d * d;
-        }
-    }
-    let rem: f32 = chunks.remainder().iter().map(|&v| (v - mean) * (v - mean)).sum();
-    let var = (acc.iter().sum::<f32>() + rem) / n;
-    let rstd = 1.0 / (var + eps).sqrt();
-    for ((v, &w), &b) in row.iter_mut().zip(weight).zip(bias) {
-        *v = (*v - mean) * rstd * w + b;
-    }
-});
+);
 
-dispatch!(add_into(dst: &mut [f32], a: &[f32], b: &[f32]) {
-    for ((d, &x), &y) in dst.iter_mut().zip(a).zip(b) {
-        *d = x + y;
+multiversion!(
+    /// `dst = a + b`, element by element.
+    pub fn add_into(dst: &mut [f32], a: &[f32], b: &[f32]) {
+        for ((d, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+            *d = x + y;
+        }
     }
-});
+);
 
 #[cfg(test)]
 mod tests {
