@@ -22,17 +22,29 @@
 //! ```
 //!
 //! # Layout
-//! - [`config`]: `config.json` → validated [`ModelConfig`].
-//! - [`tokenize`]: pair encoding and the truncation strategies of the reference tools.
-//! - [`model`]: the forward pass: candle (every device) and the hand-written CPU model with
-//!   f32 / bf16 / int8 linear layers and their kernels (AMX, AVX-512, AVX2, portable); packed
-//!   batches without padding.
-//! - [`engine`]: [`Reranker`]: load → score / rank; length-sorted batching; score transforms.
-//! - [`synthetic`]: random-weight models with real shapes, for benchmarks.
-//! - [`hub`]: a model id or directory → files; the Hugging Face cache; downloads.
-//! - [`error`]: the library's one error type.
+//! Each layer reads only the ones below it.
+//! - `server` (cargo feature `server`, on by default): the HTTP service; routes,
+//!   request/response types, errors → status codes, metrics.
 //! - [`scheduler`]: cross-request batching queue under a padded-token budget; the model thread.
-//! - `server` (cargo feature `server`, on by default): the HTTP service; routes, request/response types, errors → status codes, metrics.
+//! - [`backend`]: **the contract**: [`PackedBatch`] (checked when built), the
+//!   [`Backend`] trait, the one batch planner ([`backend::BatchBudget`]), the score
+//!   transform ([`ScoreTransform`]) and ranking.
+//! - [`engine`]: [`Reranker`]: load → score / rank; implements [`Backend`].
+//! - [`model`]: the forward pass and the one place that decides which implementation
+//!   runs it ([`model::Choice`], [`model::Model::load`]):
+//!   - `model/checkpoint.rs`: the checkpoint's tensor-name map (both implementations
+//!     and [`synthetic`] use it);
+//!   - `model/candle/`: the graph in candle on every device (`ops.rs`, `attention.rs`,
+//!     `cuda.rs` + `kernels.cu` for the fused GPU kernels);
+//!   - `model/cpu/`: the hand-written CPU model (`weights.rs`, `linear.rs`, `attention.rs`);
+//!   - `model/kernels/`: CPU kernels and their choice ([`model::Kernels`], the
+//!     `RERANK_*_KERNEL` switches): `elementwise.rs`, `small_f32.rs`, `bf16/`, `i8/`
+//!     (a file per instruction set: portable, AVX-512, AMX), `amx.rs`.
+//! - [`tokenize`]: pair encoding and the truncation strategies of the reference tools.
+//! - [`config`]: `config.json` → validated [`ModelConfig`].
+//! - [`hub`]: a model id or directory → files; the Hugging Face cache; downloads.
+//! - [`synthetic`]: random-weight models with real shapes, for benchmarks.
+//! - [`error`]: the library's one error type.
 
 pub mod backend;
 pub mod config;

@@ -2,7 +2,7 @@
 
 mod cli;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Cross-encoder reranking for BAAI/bge-reranker-v2-m3 and its family.
 #[derive(Debug, Parser)]
@@ -34,7 +34,13 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let matches = Cli::command()
+        .after_long_help(kernel_switches_help())
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match &cli.command {
         Command::Rank(args) => cli::rank::run(args),
         Command::Score(args) => cli::score::run(args),
@@ -51,4 +57,17 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The CPU kernel switches (read from the environment by the library, not
+/// flags), for `rerank --help`.
+fn kernel_switches_help() -> String {
+    let mut text = String::from(
+        "CPU kernel switches (environment; an unknown value is an error; the kernels in use are \
+         printed by `rerank bench` and reported by /info):\n",
+    );
+    for (name, values, meaning) in rerank::model::kernels::ENV_SWITCHES {
+        text.push_str(&format!("  {name}={values}\n      {meaning}\n"));
+    }
+    text
 }

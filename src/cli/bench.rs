@@ -195,10 +195,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         };
     let threads = candle_core::utils::get_num_threads();
     let cfg = reranker.config().clone();
+    let kernels = reranker
+        .kernels()
+        .map_or_else(|| "-".to_string(), |k| k.to_string());
     println!(
-        "model: {}  dtype: {}  threads: {threads}  load: {:.2} s  batch_size: {}  max_batch_tokens: {}",
+        "model: {}  dtype: {}  implementation: {}  kernels: {kernels}  threads: {threads}  load: {:.2} s  batch_size: {}  max_batch_tokens: {}",
         if args.synthetic { "synthetic bge-reranker-v2-m3 (random weights)".to_string() } else { format!("{:?}", args.model.model) },
         reranker.dtype(),
+        reranker.implementation(),
         load_time.as_secs_f64(),
         reranker.options().batch_size,
         reranker.options().max_batch_tokens,
@@ -297,6 +301,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(path) = &args.json {
         let doc = serde_json::json!({
             "threads": threads, "dtype": reranker.dtype().to_string(),
+            "implementation": reranker.implementation(), "kernels": kernels,
             "load_s": load_time.as_secs_f64(), "results": results,
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;

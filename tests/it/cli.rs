@@ -360,6 +360,38 @@ fn missing_model_directory_and_files() {
     );
 }
 
+/// A mistyped kernel switch is an error naming the variable and the allowed
+/// values, whichever implementation would run (here the hand-written f32
+/// model and candle's f16); `--help` lists the switches.
+#[test]
+fn an_unknown_kernel_switch_is_an_error_naming_it() {
+    let home = TempDir::new().unwrap();
+    let input = home.path().join("pairs.jsonl");
+    std::fs::write(&input, "{\"query\": \"a\", \"passage\": \"b\"}\n").unwrap();
+    for (var, dtype, allowed) in [
+        ("RERANK_I8_KERNEL", "f32", "amx, vnni, avx2, portable"),
+        (
+            "RERANK_BF16_KERNEL",
+            "f16",
+            "amx, avx512bf16, avx2, portable",
+        ),
+        ("RERANK_SMALL_F32", "int8", "RERANK_SMALL_F32"),
+    ] {
+        expect_error(
+            rerank(home.path())
+                .env(var, "bogus")
+                .args(["score", "--model", &fixture(), "--dtype", dtype, "-i"])
+                .arg(&input),
+            &[var, "\"bogus\"", allowed],
+        );
+    }
+    let help = run_ok(rerank(home.path()).arg("--help"));
+    let help = stdout(&help);
+    for var in ["RERANK_I8_KERNEL", "RERANK_BF16_KERNEL", "RERANK_SMALL_F32"] {
+        assert!(help.contains(var), "{var} not in --help");
+    }
+}
+
 #[test]
 fn bad_json_names_the_line() {
     let home = TempDir::new().unwrap();

@@ -350,6 +350,14 @@ async fn health_info_metrics_and_openapi() {
     assert_eq!(info["model_id"], "tiny");
     assert_eq!(info["model_dtype"], "f32");
     assert_eq!(info["model_device"], "cpu");
+    assert_eq!(info["model_implementation"], "cpu-f32");
+    let kernels = info["kernels"].as_str().unwrap();
+    assert!(
+        kernels.starts_with("int8=")
+            && kernels.contains(" bf16=")
+            && kernels.contains(" small-f32="),
+        "{kernels}"
+    );
     assert_eq!(info["max_input_length"], 128);
     assert_eq!(info["max_client_batch_size"], 1024);
     assert_eq!(info["auto_truncate"], true);

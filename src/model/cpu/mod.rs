@@ -3,7 +3,7 @@
 //! In f32 it computes exactly what [`crate::model::candle::XlmRobertaForSequenceClassification`]
 //! computes, and replaces it on CPU because it is measurably faster and
 //! leaner (see BENCHMARKS.md); in [`Dtype::Bf16`] or [`Dtype::Int8`] only the
-//! encoder's linear layers change (see [`linear`]), Q/K/V then fused into one
+//! encoder's linear layers change (see `linear.rs`), Q/K/V then fused into one
 //! layer so the input is converted once. [`Dtype::Int8`] quantizes the layers that read
 //! a LayerNorm output (Q/K/V, intermediate: 7/12 of the FLOPs) and keeps the
 //! two that write into the residual stream (attention output, FFN output) in
