@@ -3,6 +3,7 @@
 //! e.g. `cargo test --test it -- precision:: server::`.
 
 mod cli;
+mod cli_hub;
 mod engine;
 mod fixtures;
 mod hub;

@@ -161,9 +161,9 @@ impl Kernels {
     /// Detected once (CPU features + `RERANK_I8_KERNEL` / `RERANK_BF16_KERNEL` /
     /// `RERANK_SMALL_F32`), then cached.
     ///
-    /// An unknown value is an [`InvalidOption`](crate::Error::InvalidOption)
+    /// An unknown value is an [`InvalidOption`](crate::error::Error::InvalidOption)
     /// naming the variable, the value and the values it accepts.
-    pub fn get() -> crate::Result<Kernels> {
+    pub fn get() -> crate::error::Result<Kernels> {
         static CHOSEN: OnceLock<Result<Kernels, String>> = OnceLock::new();
         CHOSEN
             .get_or_init(|| {
@@ -172,7 +172,7 @@ impl Kernels {
                 })
             })
             .clone()
-            .map_err(crate::Error::InvalidOption)
+            .map_err(crate::error::Error::InvalidOption)
     }
 
     /// Whether the int8 kernel is a fast one (AVX-512 VNNI or AMX). The others
@@ -393,7 +393,7 @@ mod tests {
              portable (it caps the choice: kernels this CPU lacks are skipped), or unset it"
         );
         // Through `Kernels::get`'s error type the message is unchanged.
-        let e = crate::Error::InvalidOption(err.clone());
+        let e = crate::error::Error::InvalidOption(err.clone());
         assert!(e.to_string().ends_with(&err));
     }
 
