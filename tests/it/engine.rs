@@ -1,37 +1,12 @@
 //! The engine against golden outputs computed by PyTorch
 //! (`tests/fixtures/generate.py`), plus invariances and error cases.
 
-use crate::fixtures::fixture_dir;
+use crate::fixtures::{fixture_dir, golden, Case};
 use std::collections::BTreeMap;
 
 use rerank::{Error, Reranker, RerankerOptions, Truncation};
-use serde::Deserialize;
 
 const TOL: f32 = 1e-4;
-
-#[derive(Debug, Deserialize)]
-struct Case {
-    name: String,
-    query: String,
-    passage: String,
-    max_length: usize,
-    truncation: String,
-    query_max_length: Option<usize>,
-    /// The reference used its default (3/4 of max_length): we pass None too.
-    #[serde(default)]
-    query_max_length_is_default: Option<bool>,
-    input_ids: Vec<u32>,
-    logit: f32,
-    score: f32,
-}
-
-fn golden() -> Vec<Case> {
-    let path = crate::fixtures::golden_path();
-    let text = std::fs::read_to_string(path).expect("golden.json");
-    let cases: Vec<Case> = serde_json::from_str(&text).expect("golden.json parses");
-    assert!(cases.len() >= 30, "too few golden cases: {}", cases.len());
-    cases
-}
 
 fn options(case: &Case) -> RerankerOptions {
     RerankerOptions {

@@ -8,7 +8,7 @@
 //! fixture uses a 15× larger initializer range so that its scores spread out;
 //! that amplifies every rounding, so against it we assert looser, stated bounds.
 
-use crate::fixtures::fixture_dir;
+use crate::fixtures::{fixture_dir, golden, Case};
 
 use rerank::synthetic::{self, SplitMix64};
 use rerank::{Dtype, ModelConfig, Reranker, RerankerOptions};
@@ -143,22 +143,9 @@ fn f16_through_candle_reports_its_gap_to_f32() {
     assert!(g.max_rel_l2 > 1e-6, "f16: no rounding at all?");
 }
 
-#[derive(Debug, Deserialize)]
-struct Case {
-    name: String,
-    query: String,
-    passage: String,
-    max_length: usize,
-    truncation: String,
-    logit: f32,
-}
-
 /// The golden longest-first cases at max_length 128 (the model's limit).
-fn golden() -> Vec<Case> {
-    let path = crate::fixtures::golden_path();
-    let cases: Vec<Case> =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("golden.json");
-    cases
+fn golden_longest_first_128() -> Vec<Case> {
+    golden()
         .into_iter()
         .filter(|c| c.truncation == "longest_first" && c.max_length == 128)
         .collect()
@@ -166,7 +153,7 @@ fn golden() -> Vec<Case> {
 
 #[test]
 fn low_precision_follows_the_pytorch_golden_scores_on_the_tiny_fixture() {
-    let cases = golden();
+    let cases = golden_longest_first_128();
     assert!(cases.len() >= 20, "only {} golden cases", cases.len());
     let pairs: Vec<(&str, &str)> = cases
         .iter()

@@ -103,6 +103,71 @@ pub use bf16::{Bf16Kernel, PackedBf16};
 pub use elementwise::{add_into, bias_gelu, layer_norm, softmax_tile};
 pub use i8::{I8Kernel, PackedI8, QuantRows};
 
+/// 64-byte aligned storage unit (keeps packed panels and activation rows cache-line aligned, as AMX tile
+/// loads and AVX-512 loads want: with `Vec`'s 16-byte alignment every 64-byte row
+/// would straddle two cache lines).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct A64([u8; 64]);
+
+/// A growable, 64-byte aligned byte buffer.
+#[derive(Default, Clone)]
+pub(crate) struct AlignedBytes {
+    buf: Vec<A64>,
+    len: usize,
+}
+
+impl fmt::Debug for AlignedBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlignedBytes")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl AlignedBytes {
+    /// Resizes to `len` bytes, all set to zero.
+    pub(crate) fn reset_zeroed(&mut self, len: usize) {
+        let units = len.div_ceil(64);
+        self.buf.clear();
+        self.buf.resize(units, A64([0; 64]));
+        self.len = len;
+    }
+
+    /// Resizes to `len` bytes; contents unspecified (but initialized).
+    pub(crate) fn resize(&mut self, len: usize) {
+        let units = len.div_ceil(64);
+        if self.buf.len() < units {
+            self.buf.resize(units, A64([0; 64]));
+        }
+        self.len = len;
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        // SAFETY: `A64` is `repr(C)` plain bytes; `len <= 64 * buf.len()`.
+        unsafe { std::slice::from_raw_parts(self.buf.as_ptr() as *const u8, self.len) }
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, unique borrow.
+        unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr() as *mut u8, self.len) }
+    }
+
+    /// The bytes as `u32`s (`len` must be a multiple of 4).
+    pub(crate) fn as_u32(&self) -> &[u32] {
+        debug_assert!(self.len.is_multiple_of(4));
+        // SAFETY: 64-byte alignment covers u32's; `len / 4` whole u32s lie in the buffer.
+        unsafe { std::slice::from_raw_parts(self.buf.as_ptr() as *const u32, self.len / 4) }
+    }
+
+    /// The bytes as mutable `u32`s (`len` must be a multiple of 4).
+    pub(crate) fn as_u32_mut(&mut self) -> &mut [u32] {
+        debug_assert!(self.len.is_multiple_of(4));
+        // SAFETY: as above, unique borrow.
+        unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr() as *mut u32, self.len / 4) }
+    }
+}
+
 /// A raw pointer that parallel tasks writing disjoint parts of one buffer
 /// may share.
 #[derive(Clone, Copy)]

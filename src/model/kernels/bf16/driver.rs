@@ -9,7 +9,7 @@ use super::amx;
 use super::avx512;
 use super::pack::pack_activations;
 use super::{portable, Bf16Kernel, Ctx, PackedBf16};
-use crate::model::kernels::SharedMut;
+use crate::model::kernels::{AlignedBytes, SharedMut};
 
 /// Rows of the packed activation buffer are padded to a multiple of 32.
 const ROW_ALIGN: usize = 32;
@@ -72,9 +72,20 @@ pub fn matmul(
     let a_rs = if widened { 2 * kp + 16 } else { kp + 16 };
     let rows_pad = rows.next_multiple_of(ROW_ALIGN);
     let mut abuf = ABUF.with(|c| c.take());
-    // Every element is rewritten by pack_activations (padding included).
-    abuf.resize(rows_pad * a_rs, 0);
-    pack_activations(kernel, &mut abuf, a_rs, x, x_rs, rows, in_dim, parallel);
+    // Every element is rewritten by pack_activations (padding included). 64-byte
+    // aligned like the weights: a_rs is a multiple of 16 u32, so every row starts
+    // a cache line.
+    abuf.resize(rows_pad * a_rs * 4);
+    pack_activations(
+        kernel,
+        abuf.as_u32_mut(),
+        a_rs,
+        x,
+        x_rs,
+        rows,
+        in_dim,
+        parallel,
+    );
     debug_assert!(!widened || a_rs >= 2 * kp);
 
     let ncols_pad = w.nblk * 16;
@@ -83,7 +94,7 @@ pub fn matmul(
     let n_cb = ncols_pad.div_ceil(nb);
     let ctx = Ctx {
         kernel,
-        a: &abuf,
+        a: abuf.as_u32(),
         a_rs,
         w,
         rows,
@@ -110,7 +121,7 @@ pub fn matmul(
 thread_local! {
     /// Reused packed-activation buffer (taken out while in use, so re-entrant calls
     /// on the same thread simply allocate their own).
-    static ABUF: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+    static ABUF: std::cell::Cell<AlignedBytes> = std::cell::Cell::new(AlignedBytes::default());
 }
 
 /// Returns (row block, column block) sizes of one parallel tile.

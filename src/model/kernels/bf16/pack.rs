@@ -7,6 +7,7 @@ use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use super::avx512;
 use super::{f32_to_bf16, Bf16Kernel};
+use crate::model::kernels::AlignedBytes;
 
 /// k is padded to a multiple of 32 values (16 pairs), the AMX tile depth.
 const K_PAIRS_ALIGN: usize = 16;
@@ -22,7 +23,8 @@ const K_PAIRS_ALIGN: usize = 16;
 /// AMX B tile.
 #[derive(Clone, Debug)]
 pub struct PackedBf16 {
-    data: Vec<u32>,
+    /// 64-byte aligned, so each 16-column row of a block is one cache line.
+    data: AlignedBytes,
     pub(super) out_dim: usize,
     pub(super) in_dim: usize,
     /// Padded number of k pairs.
@@ -42,9 +44,11 @@ impl PackedBf16 {
         assert_eq!(w.len(), n, "PackedBf16::pack: w.len() != out_dim * in_dim");
         let kp = in_dim.div_ceil(2).next_multiple_of(K_PAIRS_ALIGN);
         let nblk = out_dim.div_ceil(16).next_multiple_of(2);
-        let mut data = vec![0u32; nblk * kp * 16];
+        let mut data = AlignedBytes::default();
+        data.reset_zeroed(nblk * kp * 16 * 4);
         if kp > 0 {
-            data.par_chunks_mut(kp * 16)
+            data.as_u32_mut()
+                .par_chunks_mut(kp * 16)
                 .enumerate()
                 .for_each(|(blk, panel)| {
                     for c in 0..16 {
@@ -83,7 +87,7 @@ impl PackedBf16 {
     /// Packed `u32` pairs of block `blk` (16 output channels × `kp` pairs).
     #[inline(always)]
     pub(super) fn block(&self, blk: usize) -> &[u32] {
-        &self.data[blk * self.kp * 16..(blk + 1) * self.kp * 16]
+        &self.data.as_u32()[blk * self.kp * 16..(blk + 1) * self.kp * 16]
     }
 }
 

@@ -62,47 +62,6 @@ const AMX_KG: usize = 16;
 /// Rows per activation unit of the AMX layout (the rows of one A tile).
 const AMX_ROWS: usize = 16;
 
-/// 64-byte aligned storage unit (keeps packed panels and activation rows cache-line aligned).
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct A64([u8; 64]);
-
-/// A growable, 64-byte aligned byte buffer.
-#[derive(Default, Clone)]
-struct AlignedBytes {
-    buf: Vec<A64>,
-    len: usize,
-}
-
-impl AlignedBytes {
-    /// Resizes to `len` bytes, all set to zero.
-    fn reset_zeroed(&mut self, len: usize) {
-        let units = len.div_ceil(64);
-        self.buf.clear();
-        self.buf.resize(units, A64([0; 64]));
-        self.len = len;
-    }
-
-    /// Resizes to `len` bytes; contents unspecified (but initialized).
-    fn resize(&mut self, len: usize) {
-        let units = len.div_ceil(64);
-        if self.buf.len() < units {
-            self.buf.resize(units, A64([0; 64]));
-        }
-        self.len = len;
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        // SAFETY: `A64` is `repr(C)` plain bytes; `len <= 64 * buf.len()`.
-        unsafe { std::slice::from_raw_parts(self.buf.as_ptr() as *const u8, self.len) }
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as above, unique borrow.
-        unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr() as *mut u8, self.len) }
-    }
-}
-
 /// Which micro-kernel family [`matmul`] runs (all give bit-identical results).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum I8Kernel {

@@ -2,7 +2,8 @@
 
 use rayon::prelude::*;
 
-use super::{AlignedBytes, AMX_KG};
+use super::AMX_KG;
+use crate::model::kernels::AlignedBytes;
 
 /// Weights of one linear layer `y = x·Wᵀ + b`, `W` stored (out × in) row-major as in a PyTorch
 /// checkpoint, quantized symmetric int8 per output channel (`scale = max|w_row| / 127`,

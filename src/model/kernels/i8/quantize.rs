@@ -3,7 +3,8 @@
 
 use rayon::prelude::*;
 
-use super::{AlignedBytes, I8Kernel, AMX_KG, AMX_ROWS, MR};
+use super::{I8Kernel, AMX_KG, AMX_ROWS, MR};
+use crate::model::kernels::AlignedBytes;
 
 /// Activations quantized per row, asymmetric u8 (row `min..max`, extended to include 0, mapped
 /// to `0..255` with a zero point so that 0.0 is exact); a reusable buffer filled by
