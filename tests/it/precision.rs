@@ -12,7 +12,6 @@ use crate::fixtures::{fixture_dir, golden, Case};
 
 use rerank::synthetic::{self, SplitMix64};
 use rerank::{Dtype, ModelConfig, Reranker, RerankerOptions};
-use serde::Deserialize;
 
 /// Relative L2 error of `got` against `want`.
 fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
