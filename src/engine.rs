@@ -130,13 +130,6 @@ impl Reranker {
         }
         let weights = Weights::File(files.weights.clone());
         let choice = Choice::new(options.device, options.dtype, options.portable, &weights)?;
-        choice.device.open()?;
-        if !files.weights.exists() {
-            return Err(Error::MissingFile {
-                path: files.weights.clone(),
-                hint: "no weights (model.safetensors or pytorch_model.bin) in the model directory; download the model with `rerank download MODEL_ID`".into(),
-            });
-        }
         let model = Model::load(weights, &config, choice)?;
         let dtype = choice.dtype;
         Ok(Self {

@@ -46,6 +46,16 @@ pub struct SchedulerConfig {
     pub max_queued_pairs: usize,
 }
 
+impl SchedulerConfig {
+    /// The limits of one forward pass.
+    pub fn budget(&self) -> BatchBudget {
+        BatchBudget {
+            max_pairs: self.max_batch_pairs,
+            max_tokens: self.max_batch_tokens,
+        }
+    }
+}
+
 /// What one forward pass did, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchReport {
@@ -432,11 +442,7 @@ fn model_loop(
             let picked = {
                 let keys: Vec<(usize, u64)> =
                     state.queue.iter().map(|e| (e.ids.len(), e.seq)).collect();
-                BatchBudget {
-                    max_pairs: config.max_batch_pairs,
-                    max_tokens: config.max_batch_tokens,
-                }
-                .pick(&keys)
+                config.budget().pick(&keys)
             };
             let mut batch = Vec::with_capacity(picked.len());
             // Descending indices keep the remaining ones valid under swap_remove.

@@ -226,10 +226,18 @@ impl Model {
     /// Builds the implementation `choice` names from `weights`.
     pub fn load(weights: Weights, cfg: &ModelConfig, choice: Choice) -> Result<Self> {
         let device = choice.device.open()?;
-        if choice.device == DeviceKind::Cpu {
-            // Validates the RERANK_*_KERNEL switches whichever implementation
-            // runs, so a typo is an error even where no kernel of ours runs.
+        if choice.implementation == Implementation::Candle && choice.device == DeviceKind::Cpu {
+            // The CPU model checks the RERANK_*_KERNEL switches itself; candle
+            // on CPU runs none of our kernels, but a typo is an error there too.
             Kernels::get()?;
+        }
+        if let Weights::File(path) = &weights {
+            if !path.exists() {
+                return Err(Error::MissingFile {
+                    path: path.clone(),
+                    hint: "no weights (model.safetensors or pytorch_model.bin) in the model directory; download the model with `rerank download MODEL_ID`".into(),
+                });
+            }
         }
         match (choice.implementation, weights) {
             (Implementation::Cpu, Weights::File(path)) => Ok(Self::Cpu(Box::new(CpuModel::load(
