@@ -1,12 +1,26 @@
 //! Cross-request batching: the queue between the HTTP server and the model.
 //!
 //! Requests hand over their tokenized pairs; one model thread takes, whenever
-//! it is free, the oldest waiting pair plus the waiting pairs closest to it in
-//! length, under a padded-token budget (pairs × longest pair), runs one forward
-//! pass and answers every request through a one-shot channel once all its
-//! pairs are scored. So concurrent small requests share forward passes and a
-//! large request does not hold the model for all of its pairs at once.
+//! it is free, the most deserving waiting pair plus the waiting pairs closest
+//! to it in length, under a padded-token budget (pairs × longest pair), runs
+//! one forward pass and answers every request through a one-shot channel once
+//! all its pairs are scored. So concurrent small requests share forward passes
+//! and a large request does not hold the model for all of its pairs at once.
 //!
+//! - **Fairness.** Pairs are ordered by a virtual finish time, as in
+//!   start-time fair queueing with tokens as the cost: a request starts at the
+//!   virtual clock of the moment it is queued and each of its pairs finishes
+//!   its length later than the previous one. A one-pair request queued behind
+//!   a 1000-pair one is therefore in the next forward pass, and requests
+//!   queued together share the model in proportion to their tokens.
+//! - **Bounded passes.** With [`SchedulerConfig::max_pass_time`] set, the
+//!   padded tokens of a pass are also capped by the measured cost per token,
+//!   so one pass holds the model for about that long (a single pair longer
+//!   than the cap still runs, alone).
+//! - **Probes read, they do not queue.** [`Scheduler::health`] reads atomics
+//!   the model thread keeps up to date (a heartbeat, the current pass, the last
+//!   outcome), so it answers at once whatever the load; [`Scheduler::probe`]
+//!   queues one real forward pass only when asked, at most one at a time.
 //! - The model runs on its own OS thread, never on an async runtime worker;
 //!   a [`Ticket`] is a plain future (no runtime needed) resolving to the logits.
 //! - Backpressure is a type: [`Scheduler::try_reserve`] fails with
@@ -14,7 +28,9 @@
 //! - Dropping a [`Ticket`] (the client went away) removes its pairs from the
 //!   queue before they cost compute.
 //! - A failing or panicking forward pass fails only the requests with pairs in
-//!   that batch; the thread goes on with the next batch.
+//!   that batch; the thread goes on with the next batch. Should the thread
+//!   itself die, every waiting request is answered with an error and
+//!   [`Health::model_thread_alive`] turns false.
 //!
 //! The contract with the model is [`Backend`] (in [`crate::backend`]): one
 //! synchronous forward pass over a flat batch of token-id lists; batches are
@@ -24,6 +40,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -44,10 +61,14 @@ pub struct SchedulerConfig {
     /// Most pairs reserved at once (waiting for tokenization, queued or being
     /// computed); beyond it [`Scheduler::try_reserve`] reports overload.
     pub max_queued_pairs: usize,
+    /// About how long one forward pass may hold the model: the padded tokens
+    /// of a pass are capped at this time divided by the measured time per
+    /// padded token. `None`: only `max_batch_tokens` bounds a pass.
+    pub max_pass_time: Option<Duration>,
 }
 
 impl SchedulerConfig {
-    /// The limits of one forward pass.
+    /// The limits of one forward pass, before the time cap.
     pub fn budget(&self) -> BatchBudget {
         BatchBudget {
             max_pairs: self.max_batch_pairs,
@@ -55,6 +76,14 @@ impl SchedulerConfig {
         }
     }
 }
+
+/// The token cap of the first passes under [`SchedulerConfig::max_pass_time`],
+/// before any pass has been measured: small, so that no pass runs long on a
+/// guess; it grows to the measured rate within a few passes.
+pub const COLD_PASS_TOKENS: usize = 512;
+
+/// How often an idle model thread shows it is alive.
+const BEAT: Duration = Duration::from_millis(500);
 
 /// What one forward pass did, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,10 +93,14 @@ pub struct BatchReport {
     pub tokens: usize,
     /// Pairs × longest pair: what the token budget counts.
     pub padded_tokens: usize,
+    /// The padded-token cap this pass was picked under.
+    pub token_cap: usize,
     /// Time in [`Backend::predict`].
     pub duration: Duration,
     /// Whether the forward pass succeeded.
     pub ok: bool,
+    /// Whether it was a health probe's pass (no request's pairs).
+    pub probe: bool,
 }
 
 /// Called by the model thread after every forward pass.
@@ -112,12 +145,86 @@ type Reply = Result<Scored, ScheduleError>;
 pub const PANIC_MESSAGE: &str =
     "internal error: the forward pass panicked (details are in the server log)";
 
+/// What waiting requests are told if the model thread itself dies.
+pub const THREAD_DIED_MESSAGE: &str =
+    "internal error: the model thread stopped (details are in the server log); the server must be restarted";
+
+/// The model thread's state as the probes see it: a snapshot of atomics,
+/// taken without waiting for anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    /// False once the model thread has exited (after [`Scheduler::shutdown`],
+    /// or because it died).
+    pub model_thread_alive: bool,
+    /// Since the model thread last showed progress: it beats every
+    /// half-second when idle and at the start and end of every pass, so this
+    /// is the length of the current pass when busy.
+    pub since_beat: Duration,
+    /// How long the current forward pass has been running; `None` when idle.
+    pub busy_for: Option<Duration>,
+    /// Whether the most recent forward pass succeeded (`None` before the first).
+    pub last_pass_ok: Option<bool>,
+    /// Since the most recent successful forward pass (`None`: none yet).
+    pub since_success: Option<Duration>,
+    /// Whether a probe's forward pass is queued or running.
+    pub probe_in_flight: bool,
+    /// Pairs waiting in the queue (not counting the pass being computed).
+    pub queued_pairs: usize,
+    /// Pairs held by reservations (waiting, queued or being computed).
+    pub reserved_pairs: usize,
+    /// The padded-token cap the next pass is picked under.
+    pub pass_token_cap: usize,
+    /// Total time spent in forward passes.
+    pub busy_total: Duration,
+    /// Whether [`Scheduler::shutdown`] was called.
+    pub closed: bool,
+}
+
+impl Health {
+    /// The liveness rule: the model thread runs and has shown progress within
+    /// `stuck_after` (one pass running longer counts as stuck).
+    pub fn is_live(&self, stuck_after: Duration) -> bool {
+        self.model_thread_alive && self.since_beat <= stuck_after
+    }
+}
+
+/// Instants as milliseconds since the scheduler started, shifted by one so
+/// that 0 can mean "never".
+struct Clock(Instant);
+
+impl Clock {
+    fn now(&self) -> u64 {
+        self.0.elapsed().as_millis() as u64 + 1
+    }
+    fn since(&self, stamp: u64) -> Option<Duration> {
+        (stamp != 0).then(|| Duration::from_millis(self.now().saturating_sub(stamp)))
+    }
+}
+
+/// What the model thread publishes for [`Scheduler::health`].
+struct Pulse {
+    clock: Clock,
+    alive: AtomicBool,
+    closed: AtomicBool,
+    beat: AtomicU64,
+    busy_since: AtomicU64,
+    /// 0: no pass yet, 1: the last one succeeded, 2: it failed.
+    outcome: AtomicU8,
+    last_success: AtomicU64,
+    busy_nanos: AtomicU64,
+    probe_in_flight: AtomicBool,
+    last_probe: AtomicU64,
+    queued: AtomicUsize,
+    reserved: AtomicUsize,
+    token_cap: AtomicUsize,
+}
+
 /// A waiting pair.
 struct Entry {
     job: u64,
     /// Position of the pair in its request.
     index: usize,
-    /// Age: the oldest entry anchors the next batch; probes get 0.
+    /// Virtual finish time: the smallest anchors the next batch; probes get 0.
     seq: u64,
     ids: Vec<u32>,
 }
@@ -129,6 +236,8 @@ struct Job {
     remaining: usize,
     submitted: Instant,
     started: Option<Instant>,
+    /// A health probe's job: nobody waits on `reply`.
+    probe: bool,
 }
 
 #[derive(Default)]
@@ -138,22 +247,58 @@ struct State {
     /// Pairs held by live [`Permit`]s.
     reserved: usize,
     next_job: u64,
-    next_seq: u64,
+    /// The virtual clock: the finish time of the last pair that anchored a pass.
+    vclock: u64,
     closed: bool,
-    /// Whether the last forward pass succeeded (`None`: none has run yet).
-    last_ok: Option<bool>,
+    /// Seconds per padded token, smoothed over recent passes.
+    secs_per_token: Option<f64>,
+}
+
+impl State {
+    fn set_reserved(&mut self, pulse: &Pulse, reserved: usize) {
+        self.reserved = reserved;
+        pulse.reserved.store(reserved, Ordering::Relaxed);
+    }
+    fn published(&self, pulse: &Pulse) {
+        pulse.queued.store(self.queue.len(), Ordering::Relaxed);
+    }
 }
 
 struct Shared {
     state: Mutex<State>,
     work: Condvar,
     config: SchedulerConfig,
+    pulse: Pulse,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // No code panics while holding the lock; recover rather than cascade.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The padded-token cap of the next pass.
+    fn token_cap(&self, state: &State) -> usize {
+        let max = self.config.max_batch_tokens;
+        match (self.config.max_pass_time, state.secs_per_token) {
+            (None, _) => max,
+            (Some(_), None) => COLD_PASS_TOKENS.min(max),
+            (Some(t), Some(spt)) => ((t.as_secs_f64() / spt) as usize).clamp(1, max),
+        }
+    }
+
+    /// Learns the cost per token from a pass that filled (at least half) its
+    /// cap, or that left work waiting: smaller passes are cheap anyway and
+    /// would overstate the cost (a pass has a fixed part, reading the weights).
+    fn learn(&self, state: &mut State, padded: usize, cap: usize, left: bool, took: Duration) {
+        if self.config.max_pass_time.is_none() || padded == 0 || (2 * padded < cap && !left) {
+            return;
+        }
+        let sample = took.as_secs_f64() / padded as f64;
+        state.secs_per_token = Some(match state.secs_per_token {
+            None => sample,
+            Some(old) => 0.5 * old + 0.5 * sample,
+        });
     }
 }
 
@@ -182,15 +327,45 @@ impl Scheduler {
                 )));
             }
         }
+        if config.max_pass_time == Some(Duration::ZERO) {
+            return Err(crate::Error::InvalidOption(
+                "max-pass-time must be positive (leave it out for no time cap)".into(),
+            ));
+        }
+        let clock = Clock(Instant::now());
+        let beat = clock.now();
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
             config,
+            pulse: Pulse {
+                clock,
+                alive: AtomicBool::new(true),
+                closed: AtomicBool::new(false),
+                beat: AtomicU64::new(beat),
+                busy_since: AtomicU64::new(0),
+                outcome: AtomicU8::new(0),
+                last_success: AtomicU64::new(0),
+                busy_nanos: AtomicU64::new(0),
+                probe_in_flight: AtomicBool::new(false),
+                last_probe: AtomicU64::new(0),
+                queued: AtomicUsize::new(0),
+                reserved: AtomicUsize::new(0),
+                token_cap: AtomicUsize::new(0),
+            },
         });
+        {
+            let state = shared.lock();
+            let cap = shared.token_cap(&state);
+            shared.pulse.token_cap.store(cap, Ordering::Relaxed);
+        }
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("rerank-model".into())
-            .spawn(move || model_loop(&thread_shared, backend.as_ref(), observer.as_deref()))
+            .spawn(move || {
+                let _guard = LoopGuard(&thread_shared);
+                model_loop(&thread_shared, backend.as_ref(), observer.as_deref());
+            })
             .map_err(|e| {
                 crate::Error::Unavailable(format!("cannot start the model thread: {e}"))
             })?;
@@ -225,7 +400,8 @@ impl Scheduler {
                 limit,
             });
         }
-        state.reserved += pairs;
+        let reserved = state.reserved + pairs;
+        state.set_reserved(&self.shared.pulse, reserved);
         Ok(Permit {
             shared: Arc::clone(&self.shared),
             pairs,
@@ -239,22 +415,70 @@ impl Scheduler {
             pairs.len() <= permit.pairs,
             "submit more pairs than reserved"
         );
-        self.enqueue(pairs, Some(permit), false)
+        let (tx, rx) = oneshot::channel();
+        let job = self.enqueue(pairs, tx, false)?;
+        Ok(Ticket {
+            rx,
+            job,
+            shared: Arc::clone(&self.shared),
+            _permit: Some(permit),
+            done: false,
+        })
     }
 
-    /// Queues one pair ahead of everything waiting, outside the reservation
-    /// limit: a health check that the model still computes.
-    pub fn probe(&self, pair: Vec<u32>) -> Result<Ticket, ScheduleError> {
-        self.enqueue(vec![pair], None, true)
+    /// Queues a one-pair forward pass ahead of everything waiting, outside
+    /// the reservation limit, to learn whether the model still computes; its
+    /// outcome shows in [`Health::last_pass_ok`]. Does nothing (and returns
+    /// false) while another probe is queued or running, or when the last one
+    /// was queued less than `interval` ago.
+    pub fn probe(&self, pair: Vec<u32>, interval: Duration) -> bool {
+        let pulse = &self.shared.pulse;
+        if pulse
+            .clock
+            .since(pulse.last_probe.load(Ordering::Relaxed))
+            .is_some_and(|d| d < interval)
+        {
+            return false;
+        }
+        if pulse
+            .probe_in_flight
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        pulse.last_probe.store(pulse.clock.now(), Ordering::Relaxed);
+        // Nobody waits on the reply: the model thread publishes the outcome.
+        let (tx, _rx) = oneshot::channel();
+        if self.enqueue(vec![pair], tx, true).is_err() {
+            pulse.probe_in_flight.store(false, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    /// Runs one probe pair ahead of everything waiting and blocks the calling
+    /// thread until its outcome (also published in [`Health`]): the start-up
+    /// check that the model computes.
+    pub fn probe_now(&self, pair: Vec<u32>) -> Result<(), ScheduleError> {
+        let (tx, rx) = oneshot::channel();
+        let job = self.enqueue(vec![pair], tx, true)?;
+        let ticket = Ticket {
+            rx,
+            job,
+            shared: Arc::clone(&self.shared),
+            _permit: None,
+            done: false,
+        };
+        block_on(ticket).map(|_| ())
     }
 
     fn enqueue(
         &self,
         pairs: Vec<Vec<u32>>,
-        permit: Option<Permit>,
-        priority: bool,
-    ) -> Result<Ticket, ScheduleError> {
-        let (tx, rx) = oneshot::channel();
+        reply: oneshot::Sender<Reply>,
+        probe: bool,
+    ) -> Result<u64, ScheduleError> {
         let mut state = self.shared.lock();
         if state.closed {
             return Err(ScheduleError::Closed);
@@ -262,47 +486,71 @@ impl Scheduler {
         let job = state.next_job;
         state.next_job += 1;
         if pairs.is_empty() {
-            let _ = tx.send(Ok(Scored {
+            let _ = reply.send(Ok(Scored {
                 logits: Vec::new(),
                 queue_time: Duration::ZERO,
                 inference_time: Duration::ZERO,
             }));
-        } else {
-            let n = pairs.len();
-            for (index, ids) in pairs.into_iter().enumerate() {
-                let seq = if priority {
-                    0
-                } else {
-                    state.next_seq += 1;
-                    state.next_seq
-                };
-                state.queue.push(Entry {
-                    job,
-                    index,
-                    seq,
-                    ids,
-                });
-            }
-            state.jobs.insert(
-                job,
-                Job {
-                    reply: tx,
-                    logits: vec![0.0; n],
-                    remaining: n,
-                    submitted: Instant::now(),
-                    started: None,
-                },
-            );
-            self.shared.work.notify_one();
+            return Ok(job);
         }
-        drop(state);
-        Ok(Ticket {
-            rx,
+        let n = pairs.len();
+        // The request starts now in virtual time; each pair finishes its
+        // length after the previous one (probes: 0, ahead of everything).
+        let mut finish = state.vclock;
+        for (index, ids) in pairs.into_iter().enumerate() {
+            let seq = if probe {
+                0
+            } else {
+                finish += ids.len().max(1) as u64;
+                finish
+            };
+            state.queue.push(Entry {
+                job,
+                index,
+                seq,
+                ids,
+            });
+        }
+        state.jobs.insert(
             job,
-            shared: Arc::clone(&self.shared),
-            _permit: permit,
-            done: false,
-        })
+            Job {
+                reply,
+                logits: vec![0.0; n],
+                remaining: n,
+                submitted: Instant::now(),
+                started: None,
+                probe,
+            },
+        );
+        state.published(&self.shared.pulse);
+        self.shared.work.notify_one();
+        Ok(job)
+    }
+
+    /// The model thread's state, read without waiting: what the probes answer from.
+    pub fn health(&self) -> Health {
+        let p = &self.shared.pulse;
+        let busy_since = p.busy_since.load(Ordering::Relaxed);
+        Health {
+            model_thread_alive: p.alive.load(Ordering::Acquire),
+            since_beat: p
+                .clock
+                .since(p.beat.load(Ordering::Relaxed))
+                .unwrap_or_default(),
+            busy_for: p.clock.since(busy_since),
+            last_pass_ok: match p.outcome.load(Ordering::Acquire) {
+                0 => None,
+                1 => Some(true),
+                _ => Some(false),
+            },
+            since_success: p.clock.since(p.last_success.load(Ordering::Relaxed)),
+            probe_in_flight: p.probe_in_flight.load(Ordering::Relaxed),
+            queued_pairs: p.queued.load(Ordering::Relaxed),
+            reserved_pairs: p.reserved.load(Ordering::Relaxed),
+            pass_token_cap: p.token_cap.load(Ordering::Relaxed),
+            busy_total: Duration::from_nanos(p.busy_nanos.load(Ordering::Relaxed)),
+            closed: p.closed.load(Ordering::Relaxed),
+        }
     }
 
     /// Pairs waiting in the queue (not counting the batch being computed).
@@ -317,7 +565,7 @@ impl Scheduler {
 
     /// Whether the most recent forward pass succeeded (`None` before the first).
     pub fn last_batch_ok(&self) -> Option<bool> {
-        self.shared.lock().last_ok
+        self.health().last_pass_ok
     }
 
     /// Whether [`Scheduler::shutdown`] was called.
@@ -328,6 +576,7 @@ impl Scheduler {
     /// Takes no new work; what is queued is still computed and answered.
     pub fn shutdown(&self) {
         self.shared.lock().closed = true;
+        self.shared.pulse.closed.store(true, Ordering::Relaxed);
         self.shared.work.notify_all();
     }
 }
@@ -365,7 +614,8 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
-        state.reserved = state.reserved.saturating_sub(self.pairs);
+        let reserved = state.reserved.saturating_sub(self.pairs);
+        state.set_reserved(&self.shared.pulse, reserved);
     }
 }
 
@@ -410,6 +660,7 @@ impl Drop for Ticket {
         if state.jobs.remove(&self.job).is_some() {
             let job = self.job;
             state.queue.retain(|e| e.job != job);
+            state.published(&self.shared.pulse);
         }
     }
 }
@@ -420,6 +671,31 @@ impl std::fmt::Debug for Ticket {
     }
 }
 
+/// Runs when the model thread ends, normally or not: marks it dead and
+/// answers whatever still waits, so no request hangs on a dead thread.
+struct LoopGuard<'a>(&'a Shared);
+
+impl Drop for LoopGuard<'_> {
+    fn drop(&mut self) {
+        let shared = self.0;
+        let mut state = shared.lock();
+        state.closed = true;
+        shared.pulse.closed.store(true, Ordering::Relaxed);
+        shared.pulse.alive.store(false, Ordering::Release);
+        if std::thread::panicking() {
+            tracing::error!("the model thread died; failing every waiting request");
+        }
+        state.queue.clear();
+        state.published(&shared.pulse);
+        for (_, job) in state.jobs.drain() {
+            let _ = job
+                .reply
+                .send(Err(ScheduleError::Backend(THREAD_DIED_MESSAGE.into())));
+        }
+        shared.pulse.probe_in_flight.store(false, Ordering::Release);
+    }
+}
+
 /// The model thread: wait for work, take a batch, run it, answer.
 fn model_loop(
     shared: &Shared,
@@ -427,22 +703,33 @@ fn model_loop(
     observer: Option<&(dyn Fn(&BatchReport) + Send + Sync)>,
 ) {
     let config = shared.config;
+    let pulse = &shared.pulse;
     loop {
-        let batch: Vec<Entry> = {
+        let (batch, cap, left) = {
             let mut state = shared.lock();
             loop {
+                pulse.beat.store(pulse.clock.now(), Ordering::Relaxed);
                 if !state.queue.is_empty() {
                     break;
                 }
                 if state.closed {
                     return;
                 }
-                state = shared.work.wait(state).unwrap_or_else(|e| e.into_inner());
+                state = shared
+                    .work
+                    .wait_timeout(state, BEAT)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
+            let cap = shared.token_cap(&state);
             let picked = {
                 let keys: Vec<(usize, u64)> =
                     state.queue.iter().map(|e| (e.ids.len(), e.seq)).collect();
-                config.budget().pick(&keys)
+                BatchBudget {
+                    max_tokens: cap,
+                    ..config.budget()
+                }
+                .pick(&keys)
             };
             let mut batch = Vec::with_capacity(picked.len());
             // Descending indices keep the remaining ones valid under swap_remove.
@@ -451,19 +738,32 @@ fn model_loop(
             for i in picked {
                 batch.push(state.queue.swap_remove(i));
             }
+            // The virtual clock advances to the pass's anchor (its smallest
+            // finish time; probes' 0 leave it alone).
+            if let Some(anchor) = batch.iter().map(|e| e.seq).filter(|&s| s > 0).min() {
+                state.vclock = state.vclock.max(anchor);
+            }
             let now = Instant::now();
             for e in &batch {
                 if let Some(job) = state.jobs.get_mut(&e.job) {
                     job.started.get_or_insert(now);
                 }
             }
-            batch
+            state.published(pulse);
+            (batch, cap, !state.queue.is_empty())
         };
 
         let ids: Vec<&[u32]> = batch.iter().map(|e| e.ids.as_slice()).collect();
         let start = Instant::now();
+        pulse.beat.store(pulse.clock.now(), Ordering::Relaxed);
+        pulse.busy_since.store(pulse.clock.now(), Ordering::Relaxed);
         let outcome = catch_unwind(AssertUnwindSafe(|| backend.predict(&ids)));
         let duration = start.elapsed();
+        pulse.busy_since.store(0, Ordering::Relaxed);
+        pulse.beat.store(pulse.clock.now(), Ordering::Relaxed);
+        pulse
+            .busy_nanos
+            .fetch_add(duration.as_nanos() as u64, Ordering::Relaxed);
         let result = match outcome {
             Ok(Ok(logits)) => match check_logits(&logits, batch.len()) {
                 Ok(()) => Ok(logits),
@@ -480,22 +780,36 @@ fn model_loop(
                 Err(PANIC_MESSAGE.to_string())
             }
         };
-        if let Some(observe) = observer {
-            let longest = ids.iter().map(|p| p.len()).max().unwrap_or(0);
-            observe(&BatchReport {
-                pairs: ids.len(),
-                tokens: ids.iter().map(|p| p.len()).sum(),
-                padded_tokens: longest * ids.len(),
-                duration,
-                ok: result.is_ok(),
-            });
-        }
+        let longest = ids.iter().map(|p| p.len()).max().unwrap_or(0);
+        let padded = longest * ids.len();
+        let report = BatchReport {
+            pairs: ids.len(),
+            tokens: ids.iter().map(|p| p.len()).sum(),
+            padded_tokens: padded,
+            token_cap: cap,
+            duration,
+            ok: result.is_ok(),
+            probe: batch.iter().all(|e| e.seq == 0),
+        };
         drop(ids);
+        // Before the replies, so that a client that got its answer sees its
+        // pass in the metrics; outside the lock, so that an observer that
+        // panics (killing the thread) leaves the guard able to answer.
+        if let Some(observe) = observer {
+            observe(&report);
+        }
 
         let mut state = shared.lock();
-        state.last_ok = Some(result.is_ok());
+        pulse
+            .outcome
+            .store(if result.is_ok() { 1 } else { 2 }, Ordering::Release);
+        let mut probe_done = false;
         match result {
             Ok(logits) => {
+                pulse
+                    .last_success
+                    .store(pulse.clock.now(), Ordering::Relaxed);
+                shared.learn(&mut state, padded, cap, left, duration);
                 let end = Instant::now();
                 for (entry, logit) in batch.iter().zip(logits) {
                     // A job missing here was withdrawn or failed meanwhile.
@@ -506,6 +820,7 @@ fn model_loop(
                     job.remaining -= 1;
                     if job.remaining == 0 {
                         let job = state.jobs.remove(&entry.job).expect("job present");
+                        probe_done |= job.probe;
                         let started = job.started.unwrap_or(end);
                         let _ = job.reply.send(Ok(Scored {
                             logits: job.logits,
@@ -522,6 +837,7 @@ fn model_loop(
                 failed.dedup();
                 for id in &failed {
                     if let Some(job) = state.jobs.remove(id) {
+                        probe_done |= job.probe;
                         let _ = job.reply.send(Err(ScheduleError::Backend(message.clone())));
                     }
                 }
@@ -530,6 +846,32 @@ fn model_loop(
                     .retain(|e| failed.binary_search(&e.job).is_err());
             }
         }
+        if probe_done {
+            pulse.probe_in_flight.store(false, Ordering::Release);
+        }
+        let next_cap = shared.token_cap(&state);
+        pulse.token_cap.store(next_cap, Ordering::Relaxed);
+        state.published(pulse);
+    }
+}
+
+/// Waits for a future on the calling thread (its wakers unpark it): enough
+/// for a [`Ticket`], which the model thread completes.
+fn block_on<F: Future>(f: F) -> F::Output {
+    struct ThreadWaker(std::thread::Thread);
+    impl std::task::Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Arc::new(ThreadWaker(std::thread::current())).into();
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
     }
 }
 
@@ -575,25 +917,7 @@ mod tests {
             max_batch_tokens: 64,
             max_batch_pairs: 8,
             max_queued_pairs: 100,
-        }
-    }
-
-    fn block_on<F: Future>(f: F) -> F::Output {
-        // A minimal executor: the tests' futures complete from the model thread.
-        struct ThreadWaker(std::thread::Thread);
-        impl std::task::Wake for ThreadWaker {
-            fn wake(self: Arc<Self>) {
-                self.0.unpark();
-            }
-        }
-        let waker = Arc::new(ThreadWaker(std::thread::current())).into();
-        let mut cx = Context::from_waker(&waker);
-        let mut f = std::pin::pin!(f);
-        loop {
-            if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-                return v;
-            }
-            std::thread::park();
+            max_pass_time: None,
         }
     }
 
@@ -705,26 +1029,39 @@ mod tests {
         entered: Mutex<mpsc::Sender<()>>,
         go: Mutex<mpsc::Receiver<()>>,
         seen: Mutex<Vec<u32>>,
+        /// First token of every pair, pass by pass.
+        batches: Mutex<Vec<Vec<u32>>>,
     }
 
     impl Backend for Gate {
         fn predict(&self, pairs: &[&[u32]]) -> crate::Result<Vec<f32>> {
-            self.entered.lock().unwrap().send(()).unwrap();
-            self.go.lock().unwrap().recv().unwrap();
+            let _ = self.entered.lock().unwrap().send(());
+            // A closed gate (test over) lets everything through.
+            let _ = self.go.lock().unwrap().recv();
             self.seen.lock().unwrap().extend(pairs.iter().map(|p| p[0]));
+            self.batches
+                .lock()
+                .unwrap()
+                .push(pairs.iter().map(|p| p[0]).collect());
             Ok(vec![0.0; pairs.len()])
         }
     }
 
-    #[test]
-    fn a_dropped_ticket_leaves_the_queue_before_compute() {
+    fn gate() -> (Arc<Gate>, mpsc::Receiver<()>, mpsc::Sender<()>) {
         let (entered_tx, entered) = mpsc::channel();
         let (go, go_rx) = mpsc::channel();
         let gate = Arc::new(Gate {
             entered: Mutex::new(entered_tx),
             go: Mutex::new(go_rx),
             seen: Mutex::new(Vec::new()),
+            batches: Mutex::new(Vec::new()),
         });
+        (gate, entered, go)
+    }
+
+    #[test]
+    fn a_dropped_ticket_leaves_the_queue_before_compute() {
+        let (gate, entered, go) = gate();
         let s = Scheduler::new(gate.clone(), config(), None).unwrap();
         let first = s.submit(vec![vec![1]], s.try_reserve(1).unwrap()).unwrap();
         entered.recv().unwrap(); // the model is busy with `first`
@@ -757,5 +1094,163 @@ mod tests {
         assert!(matches!(s.try_reserve(1), Err(ScheduleError::Closed)));
         assert_eq!(block_on(t).unwrap().logits, vec![5.0; 20]);
         drop(s); // joins the model thread
+    }
+
+    #[test]
+    fn a_small_request_is_not_stuck_behind_a_big_one_and_equals_share() {
+        let (gate, entered, go) = gate();
+        let s = Scheduler::new(gate.clone(), config(), None).unwrap();
+        // The model is busy with a first request while the others arrive.
+        let first = s.submit(vec![vec![1]], s.try_reserve(1).unwrap()).unwrap();
+        entered.recv().unwrap();
+        // Passes hold 6 pairs of 10 tokens (budget 64).
+        let big = s
+            .submit(vec![vec![2; 10]; 60], s.try_reserve(60).unwrap())
+            .unwrap();
+        let small = s
+            .submit(vec![vec![3; 10]], s.try_reserve(1).unwrap())
+            .unwrap();
+        let other = s
+            .submit(vec![vec![4; 10]; 30], s.try_reserve(30).unwrap())
+            .unwrap();
+        drop(go); // let every pass through
+        block_on(first).unwrap();
+        block_on(small).unwrap();
+        block_on(big).unwrap();
+        block_on(other).unwrap();
+        let batches = gate.batches.lock().unwrap().clone();
+        assert_eq!(batches[0], vec![1]);
+        // Arrival order would have served all 60 pairs of `big` first.
+        assert!(batches[1].contains(&3), "{batches:?}");
+        // `big` and `other` share every pass until `other` is done.
+        let count = |b: &Vec<u32>, id| b.iter().filter(|&&x| x == id).count();
+        for b in &batches[1..=5] {
+            assert!(count(b, 2) >= 2 && count(b, 4) >= 2, "{batches:?}");
+        }
+    }
+
+    /// Sleeps 1 ms per padded token.
+    struct Slow {
+        passes: Mutex<Vec<usize>>,
+    }
+
+    impl Backend for Slow {
+        fn predict(&self, pairs: &[&[u32]]) -> crate::Result<Vec<f32>> {
+            let padded = pairs.iter().map(|p| p.len()).max().unwrap_or(0) * pairs.len();
+            self.passes.lock().unwrap().push(padded);
+            std::thread::sleep(Duration::from_millis(padded as u64));
+            Ok(vec![0.0; pairs.len()])
+        }
+    }
+
+    #[test]
+    fn a_pass_is_capped_by_its_measured_cost() {
+        let slow = Arc::new(Slow {
+            passes: Mutex::new(Vec::new()),
+        });
+        let config = SchedulerConfig {
+            max_batch_tokens: 100_000,
+            max_batch_pairs: 1000,
+            max_queued_pairs: 1000,
+            // 40 tokens' worth at 1 ms per token.
+            max_pass_time: Some(Duration::from_millis(40)),
+        };
+        let s = Scheduler::new(slow.clone(), config, None).unwrap();
+        assert_eq!(s.health().pass_token_cap, COLD_PASS_TOKENS);
+        let t = s
+            .submit(vec![vec![5; 10]; 120], s.try_reserve(120).unwrap())
+            .unwrap();
+        block_on(t).unwrap();
+        let passes = slow.passes.lock().unwrap().clone();
+        // Without the time cap it would have been one pass of 1200 tokens.
+        assert!(passes[0] <= COLD_PASS_TOKENS, "{passes:?}");
+        // Sleeping only ever overshoots, so the learned cap is at most 40.
+        assert!(passes[1..].iter().all(|&p| p <= 40), "{passes:?}");
+        assert!(s.health().pass_token_cap <= 40);
+        assert!(s.health().busy_total >= Duration::from_millis(1200));
+    }
+
+    #[test]
+    fn health_answers_while_a_pass_runs_and_tells_busy_from_stuck() {
+        let (gate, entered, go) = gate();
+        let s = Scheduler::new(gate, config(), None).unwrap();
+        let idle = s.health();
+        assert!(idle.model_thread_alive && idle.busy_for.is_none());
+        assert_eq!(idle.last_pass_ok, None);
+        let t = s.submit(vec![vec![1]], s.try_reserve(1).unwrap()).unwrap();
+        entered.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        // The pass is blocked: this would hang if health waited for the model.
+        let busy = s.health();
+        assert!(busy.busy_for.unwrap() >= Duration::from_millis(50));
+        assert!(busy.since_beat >= Duration::from_millis(50));
+        assert!(busy.is_live(Duration::from_secs(600)));
+        assert!(
+            !busy.is_live(Duration::from_millis(10)),
+            "stuck after 10 ms"
+        );
+        go.send(()).unwrap();
+        block_on(t).unwrap();
+        let done = s.health();
+        assert_eq!(done.last_pass_ok, Some(true));
+        assert!(done.since_success.is_some() && done.busy_for.is_none());
+        // Idle, the thread keeps beating.
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(s.health().since_beat < Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn a_dead_model_thread_fails_waiting_requests_and_is_not_live() {
+        let echo = Arc::new(Echo {
+            seen: Mutex::new(Vec::new()),
+        });
+        let observer: Observer = Arc::new(|_: &BatchReport| panic!("observer bug"));
+        let s = Scheduler::new(echo, config(), Some(observer)).unwrap();
+        let t = s.submit(vec![vec![1]], s.try_reserve(1).unwrap()).unwrap();
+        assert!(matches!(block_on(t), Err(ScheduleError::Backend(m)) if m == THREAD_DIED_MESSAGE));
+        let h = s.health();
+        assert!(!h.model_thread_alive && !h.is_live(Duration::from_secs(600)));
+        assert!(matches!(s.try_reserve(1), Err(ScheduleError::Closed)));
+    }
+
+    #[test]
+    fn probes_run_one_at_a_time_and_at_most_once_per_interval() {
+        let (gate, entered, go) = gate();
+        let s = Scheduler::new(gate.clone(), config(), None).unwrap();
+        assert!(s.probe(vec![9], Duration::ZERO));
+        entered.recv().unwrap();
+        assert!(s.health().probe_in_flight);
+        assert!(!s.probe(vec![9], Duration::ZERO), "one in flight");
+        go.send(()).unwrap();
+        // The probe's pass is the only one; wait for its outcome.
+        while s.health().probe_in_flight {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(s.last_batch_ok(), Some(true));
+        assert!(!s.probe(vec![9], Duration::from_secs(3600)), "too soon");
+        assert!(s.probe(vec![9], Duration::ZERO));
+        drop(go);
+        while s.health().probe_in_flight {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(*gate.seen.lock().unwrap(), vec![9, 9]);
+        assert_eq!(s.reserved(), 0, "probes hold no reservation");
+    }
+
+    #[test]
+    fn a_probe_of_a_failing_model_is_reported_and_clears() {
+        struct Failing;
+        impl Backend for Failing {
+            fn predict(&self, _: &[&[u32]]) -> crate::Result<Vec<f32>> {
+                Err(crate::Error::InvalidOption("broken".into()))
+            }
+        }
+        let s = Scheduler::new(Arc::new(Failing), config(), None).unwrap();
+        assert!(s.probe(vec![9], Duration::ZERO));
+        while s.health().probe_in_flight {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(s.health().last_pass_ok, Some(false));
+        assert_eq!(s.health().since_success, None);
     }
 }

@@ -2,6 +2,7 @@
 //! Cohere/Jina's `/v1/rerank`), until SIGINT or SIGTERM.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -47,7 +48,7 @@ pub struct ServeArgs {
     /// Cut over-long pairs by default (a request's "truncate": false still gets 422).
     #[arg(long, env = "RERANK_AUTO_TRUNCATE", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Server")]
     pub auto_truncate: bool,
-    /// Require `Authorization: Bearer <KEY>` on every route but /health.
+    /// Require `Authorization: Bearer <KEY>` on every route but the probes (/health, /live, /ready).
     #[arg(
         long,
         env = "RERANK_API_KEY",
@@ -55,6 +56,65 @@ pub struct ServeArgs {
         help_heading = "Server"
     )]
     pub api_key: Option<String>,
+    /// About how long one forward pass may hold the model, in seconds: a pass takes at most
+    /// this time's worth of tokens at the measured speed, so small requests are not stuck
+    /// behind big ones (0: only --max-batch-tokens bounds a pass).
+    #[arg(long, env = "RERANK_MAX_PASS_TIME", value_name = "SECONDS", default_value = "1", value_parser = parse_seconds, help_heading = "Load")]
+    pub max_pass_time: Duration,
+    /// Answer 504 to a rerank request not done within this many seconds, dropping its queued
+    /// pairs (0: no deadline).
+    #[arg(long, env = "RERANK_REQUEST_TIMEOUT", value_name = "SECONDS", default_value = "0", value_parser = parse_seconds, help_heading = "Load")]
+    pub request_timeout: Duration,
+    /// Close a connection that sends no complete request head within this many seconds
+    /// (also the idle keep-alive timeout).
+    #[arg(long, env = "RERANK_HEADER_READ_TIMEOUT", value_name = "SECONDS", default_value = "30", value_parser = parse_positive_seconds, help_heading = "Load")]
+    pub header_read_timeout: Duration,
+    /// Answer 408 to a request whose body has not fully arrived within this many seconds.
+    #[arg(long, env = "RERANK_BODY_READ_TIMEOUT", value_name = "SECONDS", default_value = "30", value_parser = parse_positive_seconds, help_heading = "Load")]
+    pub body_read_timeout: Duration,
+    /// On SIGTERM/SIGINT, seconds the requests in flight may take to finish (new ones get 503).
+    #[arg(long, env = "RERANK_DRAIN_TIMEOUT", value_name = "SECONDS", default_value = "30", value_parser = parse_seconds, help_heading = "Probes")]
+    pub drain_timeout: Duration,
+    /// /live fails when the model thread shows no progress for this many seconds (one forward
+    /// pass running longer counts as stuck).
+    #[arg(long, env = "RERANK_LIVENESS_TIMEOUT", value_name = "SECONDS", default_value = "300", value_parser = parse_positive_seconds, help_heading = "Probes")]
+    pub liveness_timeout: Duration,
+    /// /ready and /health run a one-pair forward pass in the background when none has succeeded
+    /// for this many seconds, at most once per interval.
+    #[arg(long, env = "RERANK_PROBE_INTERVAL", value_name = "SECONDS", default_value = "10", value_parser = parse_seconds, help_heading = "Probes")]
+    pub probe_interval: Duration,
+    /// /ready fails (so a load balancer sends traffic elsewhere) while more pairs than this are
+    /// admitted and unanswered [default: no threshold].
+    #[arg(
+        long,
+        env = "RERANK_READY_MAX_QUEUED_PAIRS",
+        value_name = "PAIRS",
+        help_heading = "Probes"
+    )]
+    pub ready_max_queued_pairs: Option<usize>,
+}
+
+/// Seconds as a decimal number (`0.5`, `30`).
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let value: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds (e.g. 0.5 or 30)"))?;
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("`{s}`: seconds must be a finite number, 0 or more"))
+}
+
+fn parse_positive_seconds(s: &str) -> Result<Duration, String> {
+    let d = parse_seconds(s)?;
+    if d.is_zero() {
+        return Err(format!("`{s}`: must be more than 0 seconds"));
+    }
+    Ok(d)
+}
+
+/// Zero means "off".
+fn nonzero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
 }
 
 impl ServeArgs {
@@ -67,6 +127,14 @@ impl ServeArgs {
             auto_truncate: self.auto_truncate,
             api_key: self.api_key.clone().filter(|k| !k.is_empty()),
             raw_scores: self.model.raw,
+            max_pass_time: nonzero(self.max_pass_time),
+            request_timeout: nonzero(self.request_timeout),
+            header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
+            liveness_timeout: self.liveness_timeout,
+            probe_interval: self.probe_interval,
+            ready_max_queued_pairs: self.ready_max_queued_pairs,
+            drain_timeout: self.drain_timeout,
         }
     }
 }
@@ -78,15 +146,13 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .served_model_name
         .clone()
         .unwrap_or_else(|| args.model.model.to_string());
-    // Fail at start, not on the first request, if the model cannot compute.
-    let probe = reranker.encode_pairs(&[("health", "check")])?;
-    reranker
-        .forward(&[&probe[0].ids])
-        .context("the model failed its first forward pass")?;
     let state = AppState::new(
         ServedModel::from_reranker(name, reranker),
         args.server_config(),
     )?;
+    // Fail at start, not on the first request, if the model cannot compute;
+    // its success is also what makes /ready answer 200.
+    state.check_model()?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -99,7 +165,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
-        eprintln!("listening on http://{local} (POST /rerank, /v1/rerank; GET /health, /info, /metrics, /openapi.json)");
+        eprintln!("listening on http://{local} (POST /rerank, /v1/rerank; GET /health, /live, /ready, /info, /metrics, /openapi.json)");
         tracing::info!("listening on http://{local}");
         server::run(listener, state, server::shutdown_signal())
             .await

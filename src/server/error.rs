@@ -12,11 +12,11 @@ use serde::Serialize;
 use super::AppState;
 use crate::scheduler::ScheduleError;
 
-/// Seconds a client is asked to wait after a 429.
+/// Seconds a client is asked to wait after a 429 or 503.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
 /// An error answer: `{"error": message, "error_type": kind}` with its status.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ApiError {
     /// 400: malformed JSON, wrong types, not UTF-8.
     #[error("{0}")]
@@ -33,6 +33,9 @@ pub enum ApiError {
     /// 405: the route exists with another method.
     #[error("method not allowed; see GET /openapi.json")]
     MethodNotAllowed,
+    /// 408: the body did not arrive within `--body-read-timeout`.
+    #[error("the request body did not arrive within {0} s (--body-read-timeout); send the whole body at once")]
+    BodyTimeout(f32),
     /// 413: body over `--payload-limit`.
     #[error("the request body is larger than the payload limit of {0} bytes (--payload-limit)")]
     PayloadTooLarge(usize),
@@ -51,6 +54,9 @@ pub enum ApiError {
     /// 503: not ready (model not computing, or shutting down).
     #[error("{0}")]
     Unhealthy(String),
+    /// 504: not answered within `--request-timeout`.
+    #[error("{0}")]
+    Timeout(String),
 }
 
 /// The JSON body of every error.
@@ -67,11 +73,13 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation(_) | Self::Tokenizer(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unhealthy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -83,12 +91,14 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::BodyTimeout(_) => "request_timeout",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Validation(_) => "validation",
             Self::Tokenizer(_) => "tokenizer",
             Self::Overloaded(_) => "overloaded",
             Self::Backend(_) => "backend",
             Self::Unhealthy(_) => "unhealthy",
+            Self::Timeout(_) => "timeout",
         }
     }
 }
@@ -117,7 +127,7 @@ impl IntoResponse for ApiError {
             error_type: self.kind(),
         };
         let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::TOO_MANY_REQUESTS {
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
@@ -136,13 +146,17 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(state.config().payload_limit)
-            } else {
-                ApiError::BadRequest(r.body_text())
-            }
-        })?;
+        let timeout = state.config().body_read_timeout;
+        let bytes = tokio::time::timeout(timeout, Bytes::from_request(req, state))
+            .await
+            .map_err(|_| ApiError::BodyTimeout(timeout.as_secs_f32()))?
+            .map_err(|r| {
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(state.config().payload_limit)
+                } else {
+                    ApiError::BadRequest(r.body_text())
+                }
+            })?;
         let text = std::str::from_utf8(&bytes).map_err(|e| {
             ApiError::BadRequest(format!(
                 "the request body is not valid UTF-8 (invalid byte at offset {})",

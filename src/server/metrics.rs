@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Counter, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
 };
 
 use crate::scheduler::{BatchReport, Scheduler};
@@ -24,8 +24,30 @@ pub struct Metrics {
     pub batch_padded_tokens: Histogram,
     pub batch_failures: IntCounter,
     pub tokenization_seconds: Histogram,
-    pub queue_seconds: Histogram,
+    pub queue_seconds: HistogramVec,
     pub inference_seconds: Histogram,
+    pub model_busy_seconds: Counter,
+    pub probe_passes: IntCounterVec,
+    pub probes: IntCounterVec,
+    pub pass_token_cap: IntGauge,
+    pub model_thread_alive: IntGauge,
+    pub pass_running_seconds: Gauge,
+}
+
+/// The request-size buckets of the queue-wait histogram (documents per request).
+pub const SIZE_BUCKETS: &[(usize, &str)] = &[
+    (1, "1"),
+    (8, "2-8"),
+    (32, "9-32"),
+    (128, "33-128"),
+    (usize::MAX, "129+"),
+];
+
+fn size_label(docs: usize) -> &'static str {
+    SIZE_BUCKETS
+        .iter()
+        .find(|(max, _)| docs <= *max)
+        .map_or("129+", |(_, label)| label)
 }
 
 const TIME_BUCKETS: &[f64] = &[
@@ -100,14 +122,55 @@ impl Metrics {
                 "rerank_tokenization_duration_seconds",
                 "Tokenization time per request",
             ),
-            queue_seconds: time(
-                "rerank_queue_duration_seconds",
-                "Time from queueing to the first forward pass, per request",
-            ),
+            queue_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "rerank_queue_duration_seconds",
+                    "Time from queueing to the first forward pass, per request, by documents per request",
+                )
+                .buckets(TIME_BUCKETS.to_vec()),
+                &["docs"],
+            )
+            .expect("valid histogram"),
             inference_seconds: time(
                 "rerank_inference_duration_seconds",
                 "Time of one forward pass",
             ),
+            model_busy_seconds: Counter::new(
+                "rerank_model_busy_seconds_total",
+                "Time the model thread spent in forward passes",
+            )
+            .expect("valid counter"),
+            probe_passes: IntCounterVec::new(
+                Opts::new(
+                    "rerank_probe_passes_total",
+                    "One-pair forward passes run for the probes (start-up, or no recent success), by result",
+                ),
+                &["result"],
+            )
+            .expect("valid counter"),
+            probes: IntCounterVec::new(
+                Opts::new(
+                    "rerank_probes_total",
+                    "Answers of /live, /ready and /health, by probe and result",
+                ),
+                &["probe", "result"],
+            )
+            .expect("valid counter"),
+            pass_token_cap: IntGauge::new(
+                "rerank_pass_token_cap",
+                "Padded tokens the next forward pass may take (--max-pass-time over the measured cost per token)",
+            )
+            .expect("valid gauge"),
+            model_thread_alive: IntGauge::new(
+                "rerank_model_thread_alive",
+                "1 while the model thread runs",
+            )
+            .expect("valid gauge"),
+            pass_running_seconds: Gauge::new(
+                "rerank_pass_running_seconds",
+                "How long the forward pass in progress has run (0 when idle)",
+            )
+            .expect("valid gauge"),
             registry,
         };
         let r = &m.registry;
@@ -132,6 +195,17 @@ impl Metrics {
             .expect("unique");
         r.register(Box::new(m.inference_seconds.clone()))
             .expect("unique");
+        r.register(Box::new(m.model_busy_seconds.clone()))
+            .expect("unique");
+        r.register(Box::new(m.probe_passes.clone()))
+            .expect("unique");
+        r.register(Box::new(m.probes.clone())).expect("unique");
+        r.register(Box::new(m.pass_token_cap.clone()))
+            .expect("unique");
+        r.register(Box::new(m.model_thread_alive.clone()))
+            .expect("unique");
+        r.register(Box::new(m.pass_running_seconds.clone()))
+            .expect("unique");
         m
     }
 
@@ -141,9 +215,27 @@ impl Metrics {
         self.batch_tokens.observe(b.tokens as f64);
         self.batch_padded_tokens.observe(b.padded_tokens as f64);
         self.inference_seconds.observe(b.duration.as_secs_f64());
+        self.model_busy_seconds.inc_by(b.duration.as_secs_f64());
         if !b.ok {
             self.batch_failures.inc();
         }
+        if b.probe {
+            let result = if b.ok { "ok" } else { "failed" };
+            self.probe_passes.with_label_values(&[result]).inc();
+        }
+    }
+
+    /// Records how long a request of `docs` documents waited for its first pass.
+    pub fn observe_queue_wait(&self, docs: usize, wait: Duration) {
+        self.queue_seconds
+            .with_label_values(&[size_label(docs)])
+            .observe(wait.as_secs_f64());
+    }
+
+    /// Records one probe answer.
+    pub fn observe_probe(&self, probe: &str, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.probes.with_label_values(&[probe, result]).inc();
     }
 
     /// Records one answered HTTP request.
@@ -158,8 +250,13 @@ impl Metrics {
 
     /// The text exposition, with the queue gauges read now.
     pub fn render(&self, scheduler: &Scheduler) -> String {
-        self.queue_size.set(scheduler.queue_size() as i64);
-        self.reserved_pairs.set(scheduler.reserved() as i64);
+        let h = scheduler.health();
+        self.queue_size.set(h.queued_pairs as i64);
+        self.reserved_pairs.set(h.reserved_pairs as i64);
+        self.pass_token_cap.set(h.pass_token_cap as i64);
+        self.model_thread_alive.set(i64::from(h.model_thread_alive));
+        self.pass_running_seconds
+            .set(h.busy_for.map_or(0.0, |d| d.as_secs_f64()));
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

@@ -1,14 +1,18 @@
 //! The HTTP service behind `rerank serve` (cargo feature `server`).
 //!
 //! Routes: text-embeddings-inference's `POST /rerank`, the Cohere/Jina
-//! `POST /v1/rerank` and `/v2/rerank`, `GET /health`, `/info`, `/metrics`
-//! (Prometheus) and `/openapi.json`.
+//! `POST /v1/rerank` and `/v2/rerank`, the probes `GET /health`, `/live` and
+//! `/ready`, `GET /info`, `/metrics` (Prometheus) and `/openapi.json`.
 //!
 //! A request is validated, admitted under the queue's reservation limit
 //! (429 otherwise), tokenized on a blocking thread, then its pairs go to the
 //! [`Scheduler`], which batches pairs across requests for the model thread.
+//! The probes never wait for the model: they read what the model thread
+//! publishes (see [`Scheduler::health`]).
 //! [`run`] takes a bound listener and a shutdown future, so tests bind
-//! `127.0.0.1:0`; the binary only parses flags and calls it.
+//! `127.0.0.1:0`; the binary only parses flags and calls it. It serves
+//! HTTP/1 connections itself (hyper, with a header read timeout) and drains
+//! on shutdown: new rerank requests get 503 while those in flight finish.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -30,7 +34,9 @@ mod openapi;
 mod routes;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
@@ -130,10 +136,31 @@ pub struct ServerConfig {
     pub payload_limit: usize,
     /// Default of `truncate`: cut over-long pairs instead of answering 422.
     pub auto_truncate: bool,
-    /// Require `Authorization: Bearer <key>` on every route but `/health`.
+    /// Require `Authorization: Bearer <key>` on every route but the probes.
     pub api_key: Option<String>,
     /// Default of `raw_scores` on `/rerank`.
     pub raw_scores: bool,
+    /// About how long one forward pass may hold the model (see
+    /// [`SchedulerConfig::max_pass_time`]); `None`: no time cap.
+    pub max_pass_time: Option<Duration>,
+    /// A rerank request not answered within this time (from the end of its
+    /// body) gets 504 and its queued pairs are dropped; `None`: no deadline.
+    pub request_timeout: Option<Duration>,
+    /// A connection that sends no complete request head within this time is
+    /// closed (also the idle keep-alive timeout).
+    pub header_read_timeout: Duration,
+    /// A request whose body has not fully arrived within this time gets 408.
+    pub body_read_timeout: Duration,
+    /// `/live` fails when the model thread has shown no progress for this
+    /// long (a forward pass running longer counts as stuck).
+    pub liveness_timeout: Duration,
+    /// `/ready` and `/health` queue a one-pair forward pass when no pass has
+    /// succeeded for this long, at most once per this interval.
+    pub probe_interval: Duration,
+    /// `/ready` fails while more pairs than this are admitted and unanswered.
+    pub ready_max_queued_pairs: Option<usize>,
+    /// On shutdown, how long requests in flight may take to finish.
+    pub drain_timeout: Duration,
 }
 
 /// Default `max_client_batch_size`.
@@ -144,6 +171,17 @@ pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
 pub const DEFAULT_MAX_QUEUED_PAIRS: usize = 16384;
 /// Default `payload_limit`: 8 MiB.
 pub const DEFAULT_PAYLOAD_LIMIT: usize = 8 * 1024 * 1024;
+/// Default `max_pass_time`: 1 s (see BENCHMARKS.md for its throughput cost).
+pub const DEFAULT_MAX_PASS_TIME: Duration = Duration::from_secs(1);
+/// Default `header_read_timeout` and `body_read_timeout`.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `liveness_timeout`: far above the longest single pass measured
+/// on a 2-core CPU (one 8192-token pair in f32, about 30 s).
+pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default `probe_interval`.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
+/// Default `drain_timeout`: Kubernetes' default termination grace period.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -155,6 +193,14 @@ impl Default for ServerConfig {
             auto_truncate: true,
             api_key: None,
             raw_scores: false,
+            max_pass_time: Some(DEFAULT_MAX_PASS_TIME),
+            request_timeout: None,
+            header_read_timeout: DEFAULT_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_READ_TIMEOUT,
+            liveness_timeout: DEFAULT_LIVENESS_TIMEOUT,
+            probe_interval: DEFAULT_PROBE_INTERVAL,
+            ready_max_queued_pairs: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }
@@ -174,8 +220,10 @@ struct Inner {
     config: ServerConfig,
     metrics: Arc<Metrics>,
     request_slots: Arc<Semaphore>,
-    /// A short pair the health check sends through the model.
+    /// A short pair the probes send through the model when no pass succeeded lately.
     probe: Vec<u32>,
+    /// Set on shutdown: new rerank requests get 503, `/ready` fails.
+    draining: AtomicBool,
     // Last: dropping it waits for the model thread.
     scheduler: Scheduler,
 }
@@ -188,6 +236,16 @@ impl AppState {
             return Err(Error::InvalidOption(
                 "max-client-batch-size and max-concurrent-requests must be at least 1".into(),
             ));
+        }
+        for (name, value) in [
+            ("header-read-timeout", Some(config.header_read_timeout)),
+            ("body-read-timeout", Some(config.body_read_timeout)),
+            ("liveness-timeout", Some(config.liveness_timeout)),
+            ("request-timeout", config.request_timeout),
+        ] {
+            if value == Some(Duration::ZERO) {
+                return Err(Error::InvalidOption(format!("{name} must be positive")));
+            }
         }
         if config.max_queued_pairs < config.max_client_batch_size {
             return Err(Error::InvalidOption(format!(
@@ -208,9 +266,11 @@ impl AppState {
                 max_batch_tokens: model.max_batch_tokens,
                 max_batch_pairs: model.max_batch_pairs,
                 max_queued_pairs: config.max_queued_pairs,
+                max_pass_time: config.max_pass_time,
             },
             Some(Arc::new(move |b| observer_metrics.observe_batch(b))),
         )?;
+
         Ok(Self(Arc::new(Inner {
             name: model.name,
             tokenizer: model.tokenizer,
@@ -223,6 +283,7 @@ impl AppState {
             config,
             metrics,
             probe,
+            draining: AtomicBool::new(false),
             scheduler,
         })))
     }
@@ -243,22 +304,137 @@ impl AppState {
     pub fn model_name(&self) -> &str {
         &self.0.name
     }
+
+    /// The start-up probe: scores one short pair through the scheduler,
+    /// blocking the calling thread until it is done, so that the server
+    /// fails at start, not on its first request, if the model cannot
+    /// compute. `/ready` and `/health` answer 503 ("starting") until a
+    /// forward pass has succeeded: this one, or the background probe the
+    /// first of them queues.
+    pub fn check_model(&self) -> Result<()> {
+        self.0
+            .scheduler
+            .probe_now(self.0.probe.clone())
+            .map_err(|e| {
+                crate::error::Error::Unavailable(format!(
+                    "the model failed its first forward pass: {e}"
+                ))
+            })
+    }
+
+    /// Refuses new rerank requests (503) and fails `/ready`; requests in
+    /// flight go on. [`run`] calls it when its shutdown future resolves.
+    pub fn begin_drain(&self) {
+        self.0.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`AppState::begin_drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(Ordering::SeqCst)
+    }
+
+    /// Rerank requests being handled (admitted, not yet answered).
+    pub fn requests_in_flight(&self) -> usize {
+        self.0.config.max_concurrent_requests - self.0.request_slots.available_permits()
+    }
 }
 
-/// Serves until `shutdown` resolves, then stops accepting connections,
-/// finishes the requests in flight and returns. The model thread stops when
-/// the last clone of `state` is dropped.
+/// Serves until `shutdown` resolves, then drains: new rerank requests get
+/// 503 (the listener stays open, so clients get an answer rather than a
+/// refused connection) while the requests in flight finish, for at most
+/// [`ServerConfig::drain_timeout`]; then it stops accepting, closes the
+/// connections once their responses are written, stops the model thread and
+/// returns.
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let connections = Connections {
+        app: router(state.clone()),
+        header_read_timeout: state.config().header_read_timeout,
+        graceful: hyper_util::server::graceful::GracefulShutdown::new(),
+    };
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => connections.serve(accepted).await,
+            () = &mut shutdown => break,
+        }
+    }
+
+    state.begin_drain();
+    let in_flight = state.requests_in_flight();
+    tracing::info!("draining: {in_flight} requests in flight; new ones get 503");
+    let drain_timeout = state.config().drain_timeout;
+    let drained = async {
+        while state.requests_in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let mut drained = std::pin::pin!(drained);
+    let mut deadline = std::pin::pin!(tokio::time::sleep(drain_timeout));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => connections.serve(accepted).await,
+            () = &mut drained => break,
+            () = &mut deadline => {
+                tracing::warn!(
+                    "drain timeout ({} s): {} requests still in flight are cut off",
+                    drain_timeout.as_secs_f64(),
+                    state.requests_in_flight()
+                );
+                break;
+            }
+        }
+    }
+    drop(listener);
+    // Idle keep-alive connections close now, busy ones after their response.
+    let closing = connections.graceful.shutdown();
+    if tokio::time::timeout(Duration::from_secs(5), closing)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close within 5 s of the drain");
+    }
     state.scheduler().shutdown();
     Ok(())
+}
+
+/// How [`run`] serves each accepted connection.
+struct Connections {
+    app: axum::Router,
+    header_read_timeout: Duration,
+    graceful: hyper_util::server::graceful::GracefulShutdown,
+}
+
+impl Connections {
+    async fn serve(
+        &self,
+        accepted: std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>,
+    ) {
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!("cannot accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(self.app.clone());
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let connection = self.graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("connection closed: {e}");
+            }
+        });
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.

@@ -23,6 +23,7 @@ fn rerank_responses(ok: Value) -> Value {
     let mut r = error_responses(&[
         ("400", "malformed JSON, wrong types, not UTF-8, or no texts"),
         ("401", "missing or wrong API key (when the server has one)"),
+        ("408", "the body did not arrive within --body-read-timeout"),
         ("413", "body over the payload limit"),
         (
             "422",
@@ -33,10 +34,33 @@ fn rerank_responses(ok: Value) -> Value {
             "overloaded; retry after the Retry-After header's seconds",
         ),
         ("500", "the forward pass failed"),
-        ("503", "shutting down"),
+        ("503", "shutting down (draining); retry on another replica"),
+        (
+            "504",
+            "not answered within --request-timeout; its queued pairs were dropped",
+        ),
     ]);
     r.insert("200".into(), ok);
     Value::Object(r)
+}
+
+/// One probe route's documentation.
+fn probe(summary: &str) -> serde_json::Value {
+    serde_json::json!({
+        "summary": summary,
+        "security": [],
+        "responses": {
+            "200": {"description": "ok", "content": {"application/json": {"schema": {"type": "object", "properties": {
+                "status": {"type": "string", "enum": ["ok"]},
+                "model_thread": {"type": "string", "enum": ["idle", "busy"]},
+                "pass_running_ms": {"type": "integer", "nullable": true},
+                "last_success_ms_ago": {"type": "integer", "nullable": true},
+                "queued_pairs": {"type": "integer"},
+                "reserved_pairs": {"type": "integer"}
+            }}}}},
+            "503": {"description": "not ok (the message says why)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        }
+    })
 }
 
 /// The whole document.
@@ -160,14 +184,15 @@ pub fn spec() -> Value {
             }},
             "/v1/rerank": {"post": cohere},
             "/v2/rerank": {"post": cohere},
-            "/health": {"get": {
-                "summary": "200 when the model computes, 503 otherwise (no API key needed)",
-                "security": [],
-                "responses": {
-                    "200": {"description": "healthy", "content": {"application/json": {"schema": {"type": "object", "properties": {"status": {"type": "string"}}}}}},
-                    "503": {"description": "unhealthy or shutting down", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-                }
-            }},
+            "/health": {"get": probe(
+                "text-embeddings-inference's health check: 200 while the model computes (its last forward pass succeeded) and the server is not shutting down; answered at once, never behind the queue (no API key needed)"
+            )},
+            "/live": {"get": probe(
+                "Liveness (Kubernetes livenessProbe): 200 while the model thread is alive and shows progress within --liveness-timeout (no API key needed)"
+            )},
+            "/ready": {"get": probe(
+                "Readiness (Kubernetes readinessProbe): 200 while live, the model computes, the server is not draining and the admitted pairs are under --ready-max-queued-pairs (no API key needed)"
+            )},
             "/info": {"get": {
                 "summary": "Model and limits",
                 "responses": {"200": {"description": "model and limits", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Info"}}}}}

@@ -30,6 +30,8 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .route("/health", get(health))
+        .route("/live", get(live))
+        .route("/ready", get(ready))
         .merge(protected)
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
         .fallback(not_found)
@@ -124,8 +126,29 @@ impl Scores {
     }
 }
 
-/// Validates, admits, tokenizes off the runtime and queues one request.
+/// Validates, admits, tokenizes off the runtime and queues one request,
+/// under `--request-timeout` when set (dropping the future withdraws the
+/// request's queued pairs).
 async fn score(
+    state: &AppState,
+    field: &str,
+    query: String,
+    texts: Vec<String>,
+    opts: ScoreOptions,
+) -> Result<Scores, ApiError> {
+    let work = score_now(state, field, query, texts, opts);
+    match state.config().request_timeout {
+        None => work.await,
+        Some(limit) => tokio::time::timeout(limit, work).await.map_err(|_| {
+            ApiError::Timeout(format!(
+                "the request was not answered within {} s (--request-timeout) and was dropped; retry later or send fewer documents",
+                limit.as_secs_f32()
+            ))
+        })?,
+    }
+}
+
+async fn score_now(
     state: &AppState,
     field: &str,
     query: String,
@@ -134,6 +157,12 @@ async fn score(
 ) -> Result<Scores, ApiError> {
     let start = Instant::now();
     let inner = &state.0;
+    if state.is_draining() {
+        return Err(ApiError::Unhealthy(
+            "the server is shutting down and takes no new requests; retry on another replica"
+                .into(),
+        ));
+    }
     if texts.is_empty() {
         return Err(ApiError::Empty(format!(
             "`{field}` is empty: send at least one text to rank"
@@ -192,8 +221,7 @@ async fn score(
     let scored = ticket.await?;
     inner
         .metrics
-        .queue_seconds
-        .observe(scored.queue_time.as_secs_f64());
+        .observe_queue_wait(scored.logits.len(), scored.queue_time);
     Ok(Scores {
         logits: scored.logits,
         texts,
@@ -271,17 +299,118 @@ async fn cohere_rerank(
     Ok((scores.headers(&state.0.device.to_string()), Json(response)))
 }
 
-/// `GET /health`: 200 when a forward pass succeeds now, 503 otherwise.
-async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let inner = &state.0;
-    let ticket = inner
-        .scheduler
-        .probe(inner.probe.clone())
-        .map_err(|e| ApiError::Unhealthy(format!("unhealthy: {e}")))?;
-    match ticket.await {
-        Ok(_) => Ok(Json(serde_json::json!({"status": "ok"}))),
-        Err(e) => Err(ApiError::Unhealthy(format!("unhealthy: {e}"))),
+/// Which probe answers: they share one rule, [`probe_verdict`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// The process and the model thread are alive and not stuck.
+    Live,
+    /// Live, the model computes, not draining, the queue under its threshold.
+    Ready,
+    /// text-embeddings-inference's: live, the model computes, not draining.
+    Health,
+}
+
+impl Probe {
+    fn name(self) -> &'static str {
+        match self {
+            Probe::Live => "live",
+            Probe::Ready => "ready",
+            Probe::Health => "health",
+        }
     }
+}
+
+/// The answer of one probe: `Ok(details)` or why not. Reads only what the
+/// model thread publishes, so it never waits; may queue one background
+/// forward pass when no pass has succeeded within `--probe-interval`.
+fn probe_verdict(state: &AppState, probe: Probe) -> Result<serde_json::Value, String> {
+    let inner = &state.0;
+    let config = &inner.config;
+    let h = inner.scheduler.health();
+    let millis = |d: std::time::Duration| d.as_millis() as u64;
+    if !h.model_thread_alive {
+        return Err(if h.closed {
+            "the model thread has stopped: the server is shutting down".into()
+        } else {
+            "the model thread has died; the process must be restarted".into()
+        });
+    }
+    if !h.is_live(config.liveness_timeout) {
+        return Err(format!(
+            "the model thread shows no progress for {} s (a forward pass running longer than --liveness-timeout {} s counts as stuck)",
+            h.since_beat.as_secs(),
+            config.liveness_timeout.as_secs()
+        ));
+    }
+    let details = serde_json::json!({
+        "status": "ok",
+        "model_thread": if h.busy_for.is_some() { "busy" } else { "idle" },
+        "pass_running_ms": h.busy_for.map(millis),
+        "last_success_ms_ago": h.since_success.map(millis),
+        "queued_pairs": h.queued_pairs,
+        "reserved_pairs": h.reserved_pairs,
+    });
+    if probe == Probe::Live {
+        return Ok(details);
+    }
+    if state.is_draining() {
+        return Err("the server is shutting down (draining requests in flight)".into());
+    }
+    // No success lately (idle, or failing): check the model for real, in the
+    // background, at most once per interval and one at a time.
+    if h.since_success.is_none_or(|d| d > config.probe_interval) {
+        inner
+            .scheduler
+            .probe(inner.probe.clone(), config.probe_interval);
+    }
+    match h.last_pass_ok {
+        None => return Err("starting: no forward pass has finished yet".into()),
+        Some(false) => {
+            return Err(
+                "the last forward pass failed (see the server log); a one-pair probe retries it at most once per --probe-interval"
+                    .into(),
+            )
+        }
+        Some(true) => {}
+    }
+    if probe == Probe::Ready {
+        if let Some(limit) = config.ready_max_queued_pairs {
+            if h.reserved_pairs > limit {
+                return Err(format!(
+                    "busy: {} pairs are admitted and unanswered, above --ready-max-queued-pairs {limit}",
+                    h.reserved_pairs
+                ));
+            }
+        }
+    }
+    Ok(details)
+}
+
+async fn answer_probe(state: &AppState, probe: Probe) -> Result<Json<serde_json::Value>, ApiError> {
+    let verdict = probe_verdict(state, probe);
+    state.metrics().observe_probe(probe.name(), verdict.is_ok());
+    verdict
+        .map(Json)
+        .map_err(|e| ApiError::Unhealthy(format!("unhealthy: {e}")))
+}
+
+/// `GET /health`: 200 while the model computes (its last forward pass
+/// succeeded) and the server is not shutting down, 503 otherwise; answered
+/// at once, never behind the queue.
+async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    answer_probe(&state, Probe::Health).await
+}
+
+/// `GET /live`: 200 while the model thread is alive and not stuck (for a
+/// Kubernetes liveness probe: failing it means "restart me").
+async fn live(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    answer_probe(&state, Probe::Live).await
+}
+
+/// `GET /ready`: 200 while this replica should get traffic: live, the model
+/// computes, not draining, and the queue under `--ready-max-queued-pairs`.
+async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    answer_probe(&state, Probe::Ready).await
 }
 
 /// `GET /info`.

@@ -14,4 +14,6 @@ mod server;
 #[cfg(feature = "server")]
 mod server_common;
 #[cfg(feature = "server")]
+mod server_load;
+#[cfg(feature = "server")]
 mod server_socket;

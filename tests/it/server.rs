@@ -7,9 +7,8 @@ use std::sync::Arc;
 use crate::server_common::*;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use rerank::server::{router, AppState, ServedModel, ServerConfig};
+use rerank::server::{AppState, ServedModel, ServerConfig};
 use rerank::{RerankerOptions, Side};
-use tower::ServiceExt;
 
 const QUERY: &str = "中国的首都是哪里？";
 const TEXTS: [&str; 4] = [
@@ -22,67 +21,6 @@ const TEXTS: [&str; 4] = [
 /// A passage far over the tiny model's 128 tokens.
 fn long_text(words: &str) -> String {
     words.repeat(60)
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    /// Asserts the one error shape and returns the message.
-    fn error(&self, status: StatusCode, error_type: &str) -> String {
-        assert_eq!(
-            self.status,
-            status,
-            "{}",
-            String::from_utf8_lossy(&self.body)
-        );
-        let j = self.json();
-        assert_eq!(j["error_type"], error_type, "{j}");
-        assert_eq!(
-            j.as_object().unwrap().len(),
-            2,
-            "only error and error_type: {j}"
-        );
-        j["error"].as_str().expect("error message").to_string()
-    }
-}
-
-async fn send(state: &AppState, req: Request<Body>) -> Answer {
-    let response = router(state.clone())
-        .oneshot(req)
-        .await
-        .expect("infallible");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("body")
-        .to_vec();
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
-
-async fn post(state: &AppState, path: &str, body: impl Into<Body>) -> Answer {
-    let req = Request::post(path)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(body.into())
-        .unwrap();
-    send(state, req).await
-}
-
-async fn get(state: &AppState, path: &str) -> Answer {
-    send(state, Request::get(path).body(Body::empty()).unwrap()).await
 }
 
 fn library_scores(rr: &rerank::Reranker, query: &str, texts: &[String]) -> Vec<f32> {
@@ -385,6 +323,13 @@ async fn health_info_metrics_and_openapi() {
         "rerank_queue_duration_seconds_bucket",
         "rerank_inference_duration_seconds_bucket",
         "rerank_request_duration_seconds_bucket",
+        "rerank_queue_duration_seconds_bucket{docs=\"2-8\"",
+        "rerank_model_busy_seconds_total",
+        "rerank_probes_total{probe=\"health\",result=\"ok\"} 1",
+        "rerank_probe_passes_total{result=\"ok\"} 1",
+        "rerank_pass_token_cap 512",
+        "rerank_model_thread_alive 1",
+        "rerank_pass_running_seconds 0",
     ] {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
@@ -397,6 +342,8 @@ async fn health_info_metrics_and_openapi() {
         ("post", "/v1/rerank"),
         ("post", "/v2/rerank"),
         ("get", "/health"),
+        ("get", "/live"),
+        ("get", "/ready"),
         ("get", "/info"),
         ("get", "/metrics"),
         ("get", "/openapi.json"),
@@ -481,7 +428,7 @@ async fn bad_requests_are_400_in_the_one_error_shape() {
 }
 
 #[tokio::test]
-async fn api_key_guards_every_route_but_health() {
+async fn api_key_guards_every_route_but_the_probes() {
     let (state, _) = tiny_state(ServerConfig {
         api_key: Some("s3cret".into()),
         ..ServerConfig::default()
@@ -515,7 +462,9 @@ async fn api_key_guards_every_route_but_health() {
         send(&state, with("bearer s3cret")).await.status,
         StatusCode::OK
     );
-    assert_eq!(get(&state, "/health").await.status, StatusCode::OK);
+    for path in ["/health", "/live", "/ready"] {
+        assert_eq!(get(&state, path).await.status, StatusCode::OK, "{path}");
+    }
 }
 
 #[tokio::test]
@@ -651,15 +600,41 @@ async fn a_panic_fails_only_its_batch_and_the_server_keeps_serving() {
 }
 
 #[tokio::test]
-async fn shutting_down_is_503() {
+async fn draining_is_503_for_new_work_and_not_ready_but_live() {
+    let (state, _) = tiny_state(ServerConfig::default());
+    assert_eq!(get(&state, "/ready").await.status, StatusCode::OK);
+    state.begin_drain();
+    let msg = post(&state, "/rerank", r#"{"query": "q", "texts": ["a"]}"#)
+        .await
+        .error(StatusCode::SERVICE_UNAVAILABLE, "unhealthy");
+    assert!(msg.contains("shutting down"), "{msg}");
+    for route in ["/ready", "/health"] {
+        let msg = get(&state, route)
+            .await
+            .error(StatusCode::SERVICE_UNAVAILABLE, "unhealthy");
+        assert!(msg.contains("shutting down"), "{route}: {msg}");
+    }
+    // Still alive: a liveness probe must not restart a draining server.
+    assert_eq!(get(&state, "/live").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_stopped_scheduler_is_503_everywhere() {
     let (state, _) = tiny_state(ServerConfig::default());
     state.scheduler().shutdown();
     post(&state, "/rerank", r#"{"query": "q", "texts": ["a"]}"#)
         .await
         .error(StatusCode::SERVICE_UNAVAILABLE, "unhealthy");
-    get(&state, "/health")
-        .await
-        .error(StatusCode::SERVICE_UNAVAILABLE, "unhealthy");
+    // The model thread exits once its queue is empty.
+    while state.scheduler().health().model_thread_alive {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    for route in ["/live", "/ready", "/health"] {
+        let msg = get(&state, route)
+            .await
+            .error(StatusCode::SERVICE_UNAVAILABLE, "unhealthy");
+        assert!(msg.contains("stopped"), "{route}: {msg}");
+    }
 }
 
 #[test]

@@ -9,23 +9,26 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
+use axum::body::Body;
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{HeaderMap, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use rerank::backend::Backend;
-use rerank::server::{AppState, ServedModel, ServerConfig};
+use rerank::server::{router, AppState, ServedModel, ServerConfig};
 use rerank::{Reranker, RerankerOptions};
+use tower::ServiceExt;
 
 pub fn tiny(options: RerankerOptions) -> Arc<Reranker> {
     Arc::new(Reranker::load(fixture_dir(), options).expect("tiny model loads"))
 }
 
-/// The tiny model served as is.
+/// The tiny model served as is, its start-up probe done (ready).
 pub fn tiny_state(config: ServerConfig) -> (AppState, Arc<Reranker>) {
     let rr = tiny(RerankerOptions::default());
     let state =
         AppState::new(ServedModel::from_reranker("tiny", rr.clone()), config).expect("valid state");
+    state.check_model().expect("the tiny model computes");
     (state, rr)
 }
 
@@ -183,4 +186,70 @@ pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
             "{what}: text {i}: server {g}, library {w}"
         );
     }
+}
+
+/// One request through the router in process (tower `oneshot`, no socket).
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// Asserts the one error shape and returns the message.
+    pub fn error(&self, status: StatusCode, error_type: &str) -> String {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        let j = self.json();
+        assert_eq!(j["error_type"], error_type, "{j}");
+        assert_eq!(
+            j.as_object().unwrap().len(),
+            2,
+            "only error and error_type: {j}"
+        );
+        j["error"].as_str().expect("error message").to_string()
+    }
+}
+
+pub async fn send(state: &AppState, req: axum::http::Request<Body>) -> Answer {
+    let response = router(state.clone())
+        .oneshot(req)
+        .await
+        .expect("infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body")
+        .to_vec();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub async fn post(state: &AppState, path: &str, body: impl Into<Body>) -> Answer {
+    let req = axum::http::Request::post(path)
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(body.into())
+        .unwrap();
+    send(state, req).await
+}
+
+pub async fn get(state: &AppState, path: &str) -> Answer {
+    send(
+        state,
+        axum::http::Request::get(path).body(Body::empty()).unwrap(),
+    )
+    .await
 }

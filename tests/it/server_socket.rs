@@ -1,6 +1,7 @@
 //! The server on real loopback sockets: `server::run` on 127.0.0.1:0, 64
-//! concurrent clients against the tiny model, a client that hangs up, graceful
-//! shutdown, and the `rerank serve` binary stopping on SIGTERM.
+//! concurrent clients against the tiny model, a client that hangs up, slow
+//! clients cut off by the read timeouts, the drain on shutdown, and the
+//! `rerank serve` binary stopping on SIGTERM.
 
 use crate::fixtures::fixture_dir;
 use std::io::{BufRead, BufReader, Write};
@@ -242,11 +243,11 @@ async fn a_disconnected_clients_work_leaves_the_queue_uncomputed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_finishes_requests_in_flight() {
+async fn shutdown_drains_new_requests_get_503_and_those_in_flight_finish() {
     let rr = tiny(RerankerOptions::default());
     let (gated, mut gate) = Gated::new(rr);
     let state = state_with_backend(gated, ServerConfig::default());
-    let (addr, stop, handle) = start(state).await;
+    let (addr, stop, handle) = start(state.clone()).await;
     let inflight = tokio::spawn(async move {
         http(
             addr,
@@ -258,17 +259,97 @@ async fn shutdown_finishes_requests_in_flight() {
     });
     gate.entered.recv().await.unwrap();
     stop.send(()).unwrap();
-    // The server stops accepting while the request is still computing…
-    eventually("the listener closes", || {
-        std::net::TcpStream::connect(addr).is_err()
-    })
+    let s = state.clone();
+    eventually("draining", move || s.is_draining()).await;
+    // While the request computes, the listener still answers: new work is
+    // refused with 503 and Retry-After, the probes tell why.
+    let late = http(
+        addr,
+        "POST",
+        "/rerank",
+        Some(r#"{"query": "q", "texts": ["late"]}"#),
+    )
     .await;
+    assert_eq!(late.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(late.headers.contains_key("retry-after"));
+    assert!(late.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("shutting down"));
+    assert_eq!(
+        http(addr, "GET", "/ready", None).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        http(addr, "GET", "/live", None).await.status,
+        StatusCode::OK
+    );
     assert!(!handle.is_finished());
-    // …and answers it before returning.
+    // …and the request in flight is answered before the server returns.
     gate.go.send(()).unwrap();
     let reply = inflight.await.unwrap();
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(tei_scores(&reply.json(), 2).len(), 2);
+    handle.await.unwrap().unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+/// Reads what the server sends until it closes the connection; a bound of
+/// 60 s turns "never closes" into a failure.
+fn read_to_close(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut got = Vec::new();
+    match stream.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the server kept the connection open: {e}"),
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_do_not_hold_a_connection_forever() {
+    let (state, _) = tiny_state(ServerConfig {
+        header_read_timeout: Duration::from_millis(300),
+        body_read_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    });
+    let (addr, stop, handle) = start(state).await;
+    let (headers_only, body_short) = tokio::task::spawn_blocking(move || {
+        // Headers that never end.
+        let mut a = std::net::TcpStream::connect(addr).unwrap();
+        a.write_all(b"POST /rerank HTTP/1.1\r\nhost: x\r\ncontent-ty")
+            .unwrap();
+        let headers_only = read_to_close(&mut a);
+        // A body that stops short of its length.
+        let mut b = std::net::TcpStream::connect(addr).unwrap();
+        b.write_all(
+            b"POST /rerank HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"query\": ",
+        )
+        .unwrap();
+        (headers_only, read_to_close(&mut b))
+    })
+    .await
+    .unwrap();
+    assert!(!headers_only.contains("200 OK"), "{headers_only}");
+    assert!(body_short.starts_with("HTTP/1.1 408"), "{body_short}");
+    assert!(
+        body_short.contains("\"error_type\":\"request_timeout\""),
+        "{body_short}"
+    );
+    assert!(body_short.contains("--body-read-timeout"), "{body_short}");
+    // The server is unharmed.
+    assert_eq!(
+        http(addr, "GET", "/ready", None).await.status,
+        StatusCode::OK
+    );
+    stop.send(()).unwrap();
     handle.await.unwrap().unwrap();
 }
 
