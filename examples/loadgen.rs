@@ -12,13 +12,13 @@
 //! every answered probe whatever its status.
 //!
 //! - `soak`: mixed load for `--duration` s. Each request picks (seeded) the TEI or the Cohere
-//!   API, 1-8 documents (50%), 9-50 (35%) or 51-200 (15%), each of `--words` (default 20-500)
-//!   words. Concurrency follows `--soak-levels` (default 1,4,8,16,32) cycled in equal slices of
+//!   API, 1-8 documents (50%), 9-50 (35%) or 51-200 (15%) (`--soak-docs 8,50,200`), each of
+//!   `--words` (default 20-500) words. Concurrency follows `--soak-levels` (default 1,4,8,16,32) cycled in equal slices of
 //!   `--slice-s` seconds (default 30): client i sends only while i < the current level, and
 //!   closes its connection while idle. `--disconnect-fraction` of the requests are abandoned:
 //!   the connection is dropped after a random delay (5-95% of that client's running latency of
 //!   the same size bucket) and the next request reconnects. Reports overall, per size bucket
-//!   (1, 2-8, 9-50, 51-200 documents) and per concurrency level; with `--server-pid`, the
+//!   (1, 2-8, 9-50, 51+ documents) and per concurrency level; with `--server-pid`, the
 //!   server's VmRSS every `--rss-interval-s` seconds (start, middle, end, min, max, series).
 //! - `fairness`: `--big-clients` clients send `--big-docs` x `--big-words` requests back to back,
 //!   one client sends one-document (`--small-words`) requests back to back, and every
@@ -99,6 +99,9 @@ struct Args {
     /// soak: fraction of requests abandoned before the answer (connection dropped).
     #[arg(long, default_value_t = 0.05)]
     disconnect_fraction: f64,
+    /// soak: documents per request are drawn from 1..=A (50%), A+1..=B (35%) or B+1..=C (15%).
+    #[arg(long, value_delimiter = ',', default_value = "8,50,200")]
+    soak_docs: Vec<usize>,
     /// soak: concurrency levels, cycled in equal slices.
     #[arg(long, value_delimiter = ',', default_value = "1,4,8,16,32")]
     soak_levels: Vec<usize>,
@@ -196,6 +199,9 @@ impl Args {
         }
         if self.concurrency().is_empty() {
             bail!("--concurrency needs a value");
+        }
+        if !matches!(self.soak_docs.as_slice(), [a, b, c] if 0 < *a && a < b && b < c) {
+            bail!("--soak-docs needs three increasing positive numbers A,B,C");
         }
         if self.soak_levels.is_empty() || self.soak_levels.contains(&0) {
             bail!("--soak-levels needs positive numbers");
@@ -1050,7 +1056,7 @@ async fn flood(args: &'static Args) -> Result<()> {
 // soak
 
 /// The soak's size buckets, by documents per request.
-const BUCKETS: [&str; 4] = ["1", "2-8", "9-50", "51-200"];
+const BUCKETS: [&str; 4] = ["1", "2-8", "9-50", "51+"];
 
 fn bucket(docs: usize) -> usize {
     match docs {
@@ -1061,20 +1067,21 @@ fn bucket(docs: usize) -> usize {
     }
 }
 
-/// A soak request: API, documents (50% 1-8, 35% 9-50, 15% 51-200), body.
+/// A soak request: API, documents (by default 50% 1-8, 35% 9-50, 15% 51-200), body.
 fn soak_request(args: &Args, rng: &mut Rng) -> (Api, usize, Bytes) {
     let api = if rng.below(2) == 0 {
         Api::Tei
     } else {
         Api::Cohere
     };
+    let [a, b, c] = [args.soak_docs[0], args.soak_docs[1], args.soak_docs[2]];
     let r = rng.below(100);
     let docs = if r < 50 {
-        1 + rng.below(8)
+        1 + rng.below(a)
     } else if r < 85 {
-        9 + rng.below(42)
+        a + 1 + rng.below(b - a)
     } else {
-        51 + rng.below(150)
+        b + 1 + rng.below(c - b)
     };
     let query = rng.text(args.query_words);
     let texts = rng.docs(docs, range(args.words()));
@@ -1296,7 +1303,7 @@ async fn soak(args: &'static Args) -> Result<()> {
             json!({
                 "scenario": "soak", "seconds": seconds, "duration_s": args.duration,
                 "seed": args.seed, "words": args.words(), "levels": args.soak_levels,
-                "slice_s": args.slice_s, "disconnect_fraction": args.disconnect_fraction,
+                "slice_s": args.slice_s, "soak_docs": args.soak_docs, "disconnect_fraction": args.disconnect_fraction,
                 "abandon_late": abandon_late,
                 "overall": overall.json(seconds),
                 "buckets": BUCKETS.iter().zip(&buckets).map(|(n, s)| (n.to_string(), s.json(seconds))).collect::<serde_json::Map<_, _>>(),
