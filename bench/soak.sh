@@ -3,7 +3,8 @@
 # in this order:
 #   (a) start the server, time to the first 200 of /ready (/health where there is no /ready);
 #   (b) fairness: big requests next to one-document requests and probes (FAIRNESS_SECONDS);
-#   (c) flood: normal load with 0, then FLOOD_CLIENTS probe clients (FLOOD_SECONDS each);
+#   (c) flood: normal load with 0 probe clients, then FLOOD_CLIENTS probe clients each polling every
+#       FLOOD_INTERVAL_MS (default 10), then FLOOD_CLIENTS in a tight loop (FLOOD_SECONDS each);
 #   (d) soak: mixed load, varying concurrency, abandoned requests, server RSS (SOAK_SECONDS);
 #   (e) drain: SIGTERM under load; the server's exit code and time to exit;
 #   (f) restart, kill -9 under load, restart: time from the process start to /ready.
@@ -15,7 +16,7 @@
 # Environment: RERANK, LOADGEN (the binaries, default target/release/...), MODEL (default /tmp/m3,
 # from `rerank bench --synthetic --save`), DTYPE (f32), THREADS (2), PORT (8094), SERVE_FLAGS (more
 # `rerank serve` flags, e.g. "--request-timeout 120"), SOAK_SECONDS (600), FAIRNESS_SECONDS (120),
-# FLOOD_SECONDS (60), FLOOD_CLIENTS (32), FLOOD_CONCURRENCY (4), SLICE_SECONDS (30, soak's
+# FLOOD_SECONDS (60), FLOOD_CLIENTS (32), FLOOD_CONCURRENCY (4), FLOOD_INTERVAL_MS (10), SLICE_SECONDS (30, soak's
 # concurrency slice), DRAIN_SIGNAL_AFTER (10), DRAIN_AFTER_SIGNAL (5), DRAIN_WAIT (120, most
 # seconds the server may take to exit), KILL_AFTER (10), READY_TIMEOUT (600), PROBE_PATHS (default:
 # those of /health,/live,/ready that the server has), REQUEST_TIMEOUT (600, loadgen's client-side
@@ -38,6 +39,7 @@ FAIR=${FAIRNESS_SECONDS:-120}
 FLOOD=${FLOOD_SECONDS:-60}
 FLOOD_N=${FLOOD_CLIENTS:-32}
 FLOOD_C=${FLOOD_CONCURRENCY:-4}
+FLOOD_MS=${FLOOD_INTERVAL_MS:-10}
 SLICE=${SLICE_SECONDS:-30}
 DRAIN_AT=${DRAIN_SIGNAL_AFTER:-10}
 DRAIN_POST=${DRAIN_AFTER_SIGNAL:-5}
@@ -185,12 +187,17 @@ say "fairness: loadgen exit $?"
 alive fairness
 
 # (c)
-for n in 0 "$FLOOD_N"; do
+# 0 probe clients; FLOOD_CLIENTS each polling every FLOOD_INTERVAL_MS; FLOOD_CLIENTS in a tight loop
+for run in 0:0 "$FLOOD_N:$FLOOD_MS" "$FLOOD_N:0"; do
+    n=${run%%:*}
+    ms=${run##*:}
+    name=$n
+    [ "$n" != 0 ] && name=$n-every-${ms}ms
     # shellcheck disable=SC2086
-    lg "$FLOOD" --scenario flood --concurrency "$FLOOD_C" --flood-clients "$n" \
-        --duration "$FLOOD" --probe-paths "$PROBE_PATHS" $FLOOD_FLAGS --json > "$out/flood-$n.json" 2> "$out/flood-$n.log"
-    say "flood $n: loadgen exit $?"
-    alive "flood-$n"
+    lg "$FLOOD" --scenario flood --concurrency "$FLOOD_C" --flood-clients "$n" --flood-interval-ms "$ms" \
+        --duration "$FLOOD" --probe-paths "$PROBE_PATHS" $FLOOD_FLAGS --json > "$out/flood-$name.json" 2> "$out/flood-$name.log"
+    say "flood $name: loadgen exit $?"
+    alive "flood-$name"
 done
 
 # (d)
@@ -241,7 +248,7 @@ say "kill -9 load: loadgen exit $?"
 stop_server after-kill9
 
 # summary
-python3 - "$out" "$FLOOD_N" << 'EOF' | tee -a "$out/summary.txt"
+python3 - "$out" "$FLOOD_N" "$FLOOD_MS" << 'EOF' | tee -a "$out/summary.txt"
 import json, os, sys
 out = sys.argv[1]
 def load(name):
@@ -266,7 +273,7 @@ if fa:
     print(f"          big ({fa['big_docs']} docs) {fa['big']['ok']} ok, {lat(fa['big'])}, errors {errs(fa['big'])}")
     for p, s in fa["probes"].items():
         print(f"          probe {p}: {s['sent']} sent, statuses {s['statuses']}, {lat(s)}")
-for n in ("0", sys.argv[2]):
+for n in ("0", f"{sys.argv[2]}-every-{sys.argv[3]}ms", f"{sys.argv[2]}-every-0ms"):
     fl = load(f"flood-{n}.json")
     if fl:
         l, p = fl["load"], fl["probes"]

@@ -135,6 +135,10 @@ struct Args {
     /// flood: clients polling the probe paths in a tight loop.
     #[arg(long, default_value_t = 32)]
     flood_clients: usize,
+    /// flood: milliseconds between two polls of one flood client (0: a tight loop, which on a
+    /// machine shared with the server measures CPU contention as much as the server).
+    #[arg(long, default_value_t = 0)]
+    flood_interval_ms: u64,
     /// drain: seconds of load before SIGTERM.
     #[arg(long, default_value_t = 5.0)]
     signal_after: f64,
@@ -1012,7 +1016,9 @@ async fn flood(args: &'static Args) -> Result<()> {
     let flood: Vec<_> = (0..args.flood_clients)
         .map(|id| {
             let next = probe_requests(args, id);
-            tokio::spawn(worker(target.clone(), warm_until, until, None, true, next))
+            let pace =
+                (args.flood_interval_ms > 0).then(|| Duration::from_millis(args.flood_interval_ms));
+            tokio::spawn(worker(target.clone(), warm_until, until, pace, true, next))
         })
         .collect();
     let load = merged(join_workers(load).await?.values());

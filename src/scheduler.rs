@@ -7,12 +7,15 @@
 //! all its pairs are scored. So concurrent small requests share forward passes
 //! and a large request does not hold the model for all of its pairs at once.
 //!
-//! - **Fairness.** Pairs are ordered by a virtual finish time, as in
-//!   start-time fair queueing with tokens as the cost: a request starts at the
-//!   virtual clock of the moment it is queued and each of its pairs finishes
-//!   its length later than the previous one. A one-pair request queued behind
-//!   a 1000-pair one is therefore in the next forward pass, and requests
-//!   queued together share the model in proportion to their tokens.
+//! - **Fairness.** The next pass is anchored on the request with the least
+//!   work left (its queued tokens), minus what the model could have computed
+//!   while it waited (its age × the measured tokens per second): shortest
+//!   remaining first with ageing. A one-pair request that arrives while a
+//!   1000-pair one is being scored is in the next pass; requests of equal size
+//!   are served in arrival order (not interleaved, so the first finishes
+//!   first); and a big request waits at most about its own compute time before
+//!   it outranks newcomers, so none starves. The rest of a pass is filled with
+//!   the pairs closest in length, whichever request they belong to.
 //! - **Bounded passes.** With [`SchedulerConfig::max_pass_time`] set, the
 //!   padded tokens of a pass are also capped by the measured cost per token,
 //!   so one pass holds the model for about that long (a single pair longer
@@ -224,8 +227,6 @@ struct Entry {
     job: u64,
     /// Position of the pair in its request.
     index: usize,
-    /// Virtual finish time: the smallest anchors the next batch; probes get 0.
-    seq: u64,
     ids: Vec<u32>,
 }
 
@@ -234,10 +235,19 @@ struct Job {
     reply: oneshot::Sender<Reply>,
     logits: Vec<f32>,
     remaining: usize,
+    /// Tokens of its pairs still in the queue (not yet in a pass).
+    queued_tokens: usize,
     submitted: Instant,
     started: Option<Instant>,
-    /// A health probe's job: nobody waits on `reply`.
+    /// A health probe's job: nobody waits on `reply`; it goes first.
     probe: bool,
+}
+
+/// The rank of a request when the next pass is picked (smaller goes first):
+/// its queued tokens minus the tokens the model could have computed while it
+/// waited. Shortest remaining first, with ageing against starvation.
+pub fn priority(queued_tokens: usize, waited: Duration, tokens_per_second: f64) -> f64 {
+    queued_tokens as f64 - tokens_per_second * waited.as_secs_f64()
 }
 
 #[derive(Default)]
@@ -247,8 +257,6 @@ struct State {
     /// Pairs held by live [`Permit`]s.
     reserved: usize,
     next_job: u64,
-    /// The virtual clock: the finish time of the last pair that anchored a pass.
-    vclock: u64,
     closed: bool,
     /// Seconds per padded token, smoothed over recent passes.
     secs_per_token: Option<f64>,
@@ -287,11 +295,13 @@ impl Shared {
         }
     }
 
-    /// Learns the cost per token from a pass that filled (at least half) its
-    /// cap, or that left work waiting: smaller passes are cheap anyway and
-    /// would overstate the cost (a pass has a fixed part, reading the weights).
+    /// Learns the cost per token (for the pass cap and the ageing rate) from
+    /// a pass that filled at least half its cap or left work waiting, or from
+    /// any pass before the first estimate: smaller passes would overstate the
+    /// cost (a pass has a fixed part, reading the weights).
     fn learn(&self, state: &mut State, padded: usize, cap: usize, left: bool, took: Duration) {
-        if self.config.max_pass_time.is_none() || padded == 0 || (2 * padded < cap && !left) {
+        let full = 2 * padded >= cap || left;
+        if padded == 0 || (!full && state.secs_per_token.is_some()) {
             return;
         }
         let sample = took.as_secs_f64() / padded as f64;
@@ -494,22 +504,9 @@ impl Scheduler {
             return Ok(job);
         }
         let n = pairs.len();
-        // The request starts now in virtual time; each pair finishes its
-        // length after the previous one (probes: 0, ahead of everything).
-        let mut finish = state.vclock;
+        let queued_tokens = pairs.iter().map(Vec::len).sum();
         for (index, ids) in pairs.into_iter().enumerate() {
-            let seq = if probe {
-                0
-            } else {
-                finish += ids.len().max(1) as u64;
-                finish
-            };
-            state.queue.push(Entry {
-                job,
-                index,
-                seq,
-                ids,
-            });
+            state.queue.push(Entry { job, index, ids });
         }
         state.jobs.insert(
             job,
@@ -517,6 +514,7 @@ impl Scheduler {
                 reply,
                 logits: vec![0.0; n],
                 remaining: n,
+                queued_tokens,
                 submitted: Instant::now(),
                 started: None,
                 probe,
@@ -723,8 +721,33 @@ fn model_loop(
             }
             let cap = shared.token_cap(&state);
             let picked = {
-                let keys: Vec<(usize, u64)> =
-                    state.queue.iter().map(|e| (e.ids.len(), e.seq)).collect();
+                // Rank the requests, then hand the pairs to the planner as
+                // (length, rank among requests, position in the request).
+                let now = Instant::now();
+                let rate = state.secs_per_token.map_or(0.0, |spt| 1.0 / spt);
+                let mut order: Vec<(f64, u64)> = state
+                    .jobs
+                    .iter()
+                    .map(|(&id, j)| {
+                        let key = if j.probe {
+                            f64::NEG_INFINITY
+                        } else {
+                            priority(j.queued_tokens, now - j.submitted, rate)
+                        };
+                        (key, id)
+                    })
+                    .collect();
+                order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                let rank: HashMap<u64, u64> = order
+                    .iter()
+                    .enumerate()
+                    .map(|(r, &(_, id))| (id, r as u64))
+                    .collect();
+                let keys: Vec<(usize, u64)> = state
+                    .queue
+                    .iter()
+                    .map(|e| (e.ids.len(), (rank[&e.job] << 32) | e.index as u64))
+                    .collect();
                 BatchBudget {
                     max_tokens: cap,
                     ..config.budget()
@@ -738,21 +761,23 @@ fn model_loop(
             for i in picked {
                 batch.push(state.queue.swap_remove(i));
             }
-            // The virtual clock advances to the pass's anchor (its smallest
-            // finish time; probes' 0 leave it alone).
-            if let Some(anchor) = batch.iter().map(|e| e.seq).filter(|&s| s > 0).min() {
-                state.vclock = state.vclock.max(anchor);
-            }
             let now = Instant::now();
             for e in &batch {
                 if let Some(job) = state.jobs.get_mut(&e.job) {
                     job.started.get_or_insert(now);
+                    job.queued_tokens -= e.ids.len();
                 }
             }
             state.published(pulse);
             (batch, cap, !state.queue.is_empty())
         };
 
+        let probe_pass = {
+            let state = shared.lock();
+            batch
+                .iter()
+                .all(|e| state.jobs.get(&e.job).is_some_and(|j| j.probe))
+        };
         let ids: Vec<&[u32]> = batch.iter().map(|e| e.ids.as_slice()).collect();
         let start = Instant::now();
         pulse.beat.store(pulse.clock.now(), Ordering::Relaxed);
@@ -789,7 +814,7 @@ fn model_loop(
             token_cap: cap,
             duration,
             ok: result.is_ok(),
-            probe: batch.iter().all(|e| e.seq == 0),
+            probe: probe_pass,
         };
         drop(ids);
         // Before the replies, so that a client that got its answer sees its
@@ -1097,9 +1122,13 @@ mod tests {
     }
 
     #[test]
-    fn a_small_request_is_not_stuck_behind_a_big_one_and_equals_share() {
+    fn a_small_request_is_not_stuck_behind_a_big_one_and_equals_go_in_order() {
         let (gate, entered, go) = gate();
-        let s = Scheduler::new(gate.clone(), config(), None).unwrap();
+        let config = SchedulerConfig {
+            max_queued_pairs: 1000,
+            ..config()
+        };
+        let s = Scheduler::new(gate.clone(), config, None).unwrap();
         // The model is busy with a first request while the others arrive.
         let first = s.submit(vec![vec![1]], s.try_reserve(1).unwrap()).unwrap();
         entered.recv().unwrap();
@@ -1110,23 +1139,41 @@ mod tests {
         let small = s
             .submit(vec![vec![3; 10]], s.try_reserve(1).unwrap())
             .unwrap();
-        let other = s
-            .submit(vec![vec![4; 10]; 30], s.try_reserve(30).unwrap())
+        let medium = s
+            .submit(vec![vec![4; 10]; 24], s.try_reserve(24).unwrap())
+            .unwrap();
+        let twin = s
+            .submit(vec![vec![5; 10]; 24], s.try_reserve(24).unwrap())
             .unwrap();
         drop(go); // let every pass through
-        block_on(first).unwrap();
-        block_on(small).unwrap();
-        block_on(big).unwrap();
-        block_on(other).unwrap();
+        for t in [first, small, big, medium, twin] {
+            block_on(t).unwrap();
+        }
         let batches = gate.batches.lock().unwrap().clone();
         assert_eq!(batches[0], vec![1]);
         // Arrival order would have served all 60 pairs of `big` first.
         assert!(batches[1].contains(&3), "{batches:?}");
-        // `big` and `other` share every pass until `other` is done.
-        let count = |b: &Vec<u32>, id| b.iter().filter(|&&x| x == id).count();
-        for b in &batches[1..=5] {
-            assert!(count(b, 2) >= 2 && count(b, 4) >= 2, "{batches:?}");
-        }
+        // Least work first, equals in arrival order: medium, its twin, big.
+        let order: Vec<u32> = batches[1..].concat();
+        let last = |id| order.iter().rposition(|&x| x == id).unwrap();
+        let first = |id| order.iter().position(|&x| x == id).unwrap();
+        assert!(last(4) < first(5) && last(5) < first(2), "{batches:?}");
+    }
+
+    #[test]
+    fn a_request_that_waited_its_own_compute_time_outranks_newcomers() {
+        let rate = 1000.0; // tokens per second
+                           // Fresh: less work goes first.
+        assert!(priority(100, Duration::ZERO, rate) < priority(10_000, Duration::ZERO, rate));
+        // 10 000 tokens that waited 10 s (their compute time) beat a fresh 100.
+        assert!(
+            priority(10_000, Duration::from_secs(10), rate) < priority(100, Duration::ZERO, rate)
+        );
+        // Equal work: the older first.
+        assert!(
+            priority(500, Duration::from_secs(2), rate)
+                < priority(500, Duration::from_secs(1), rate)
+        );
     }
 
     /// Sleeps 1 ms per padded token.

@@ -327,7 +327,7 @@ async fn health_info_metrics_and_openapi() {
         "rerank_model_busy_seconds_total",
         "rerank_probes_total{probe=\"health\",result=\"ok\"} 1",
         "rerank_probe_passes_total{result=\"ok\"} 1",
-        "rerank_pass_token_cap 512",
+        "rerank_pass_token_cap ",
         "rerank_model_thread_alive 1",
         "rerank_pass_running_seconds 0",
     ] {

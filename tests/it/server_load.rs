@@ -144,13 +144,23 @@ async fn readiness_follows_the_last_pass_and_a_background_probe_restores_it() {
     }
     // Not a reason to restart the process.
     assert_eq!(probe(&state, "/live").await.status, StatusCode::OK);
+    // The probes' background pass retries, and fails while the model does.
+    let failed_probe = "rerank_probe_passes_total{result=\"failed\"}";
+    for _ in 0..6000 {
+        let _ = get(&state, "/ready").await;
+        let metrics = String::from_utf8(get(&state, "/metrics").await.body).unwrap();
+        if metrics.contains(failed_probe) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     backend.failing.store(false, Ordering::SeqCst);
     // No request comes: the probes' own forward pass finds the model well.
     until_ok(&state, "/ready").await;
     let metrics = String::from_utf8(get(&state, "/metrics").await.body).unwrap();
     for needle in [
         "rerank_probe_passes_total{result=\"ok\"}",
-        "rerank_probe_passes_total{result=\"failed\"}",
+        failed_probe,
         "rerank_probes_total{probe=\"ready\",result=\"failed\"}",
         "rerank_probes_total{probe=\"live\",result=\"ok\"}",
     ] {
