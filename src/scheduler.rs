@@ -8,13 +8,14 @@
 //! and a large request does not hold the model for all of its pairs at once.
 //!
 //! - **Fairness.** The next pass is anchored on the request with the least
-//!   work left (its queued tokens), minus what the model could have computed
-//!   while it waited (its age × the measured tokens per second): shortest
-//!   remaining first with ageing. A one-pair request that arrives while a
-//!   1000-pair one is being scored is in the next pass; requests of equal size
-//!   are served in arrival order (not interleaved, so the first finishes
-//!   first); and a big request waits at most about its own compute time before
-//!   it outranks newcomers, so none starves. The rest of a pass is filled with
+//!   work left (its queued tokens), minus its deficit (what the model could
+//!   have computed since it arrived, at the measured tokens per second, beyond
+//!   what it did compute of it): shortest remaining first with ageing, see
+//!   [`priority`]. A one-pair request that arrives while a 1000-pair one is
+//!   being scored is in the next pass; requests of equal size are served in
+//!   arrival order (not interleaved, so the first finishes first); a request
+//!   held back waits at most about its own compute time before it outranks
+//!   newcomers, so none starves. The rest of a pass is filled with
 //!   the pairs closest in length, whichever request they belong to.
 //! - **Bounded passes.** With [`SchedulerConfig::max_pass_time`] set, the
 //!   padded tokens of a pass are also capped by the measured cost per token,
@@ -237,6 +238,8 @@ struct Job {
     remaining: usize,
     /// Tokens of its pairs still in the queue (not yet in a pass).
     queued_tokens: usize,
+    /// Tokens of its pairs already taken into a pass.
+    done_tokens: usize,
     submitted: Instant,
     started: Option<Instant>,
     /// A health probe's job: nobody waits on `reply`; it goes first.
@@ -244,10 +247,19 @@ struct Job {
 }
 
 /// The rank of a request when the next pass is picked (smaller goes first):
-/// its queued tokens minus the tokens the model could have computed while it
-/// waited. Shortest remaining first, with ageing against starvation.
-pub fn priority(queued_tokens: usize, waited: Duration, tokens_per_second: f64) -> f64 {
-    queued_tokens as f64 - tokens_per_second * waited.as_secs_f64()
+/// its queued tokens, minus its deficit: the tokens the model could have
+/// computed since it arrived (`waited` × `tokens_per_second`) beyond those of
+/// its own it did compute (`done_tokens`). Shortest remaining first, with
+/// ageing against starvation that only a request held back earns: one that
+/// was served all along keeps its place behind smaller newcomers.
+pub fn priority(
+    queued_tokens: usize,
+    done_tokens: usize,
+    waited: Duration,
+    tokens_per_second: f64,
+) -> f64 {
+    let deficit = (tokens_per_second * waited.as_secs_f64() - done_tokens as f64).max(0.0);
+    queued_tokens as f64 - deficit
 }
 
 #[derive(Default)]
@@ -515,6 +527,7 @@ impl Scheduler {
                 logits: vec![0.0; n],
                 remaining: n,
                 queued_tokens,
+                done_tokens: 0,
                 submitted: Instant::now(),
                 started: None,
                 probe,
@@ -732,7 +745,7 @@ fn model_loop(
                         let key = if j.probe {
                             f64::NEG_INFINITY
                         } else {
-                            priority(j.queued_tokens, now - j.submitted, rate)
+                            priority(j.queued_tokens, j.done_tokens, now - j.submitted, rate)
                         };
                         (key, id)
                     })
@@ -766,6 +779,7 @@ fn model_loop(
                 if let Some(job) = state.jobs.get_mut(&e.job) {
                     job.started.get_or_insert(now);
                     job.queued_tokens -= e.ids.len();
+                    job.done_tokens += e.ids.len();
                 }
             }
             state.published(pulse);
@@ -1161,19 +1175,19 @@ mod tests {
     }
 
     #[test]
-    fn a_request_that_waited_its_own_compute_time_outranks_newcomers() {
+    fn a_request_held_back_for_its_own_compute_time_outranks_newcomers() {
         let rate = 1000.0; // tokens per second
-                           // Fresh: less work goes first.
-        assert!(priority(100, Duration::ZERO, rate) < priority(10_000, Duration::ZERO, rate));
-        // 10 000 tokens that waited 10 s (their compute time) beat a fresh 100.
-        assert!(
-            priority(10_000, Duration::from_secs(10), rate) < priority(100, Duration::ZERO, rate)
-        );
+        let s = Duration::from_secs;
+        // Fresh: less work goes first.
+        assert!(priority(100, 0, s(0), rate) < priority(10_000, 0, s(0), rate));
+        // 10 000 tokens held back 10 s (their compute time) beat a fresh 100.
+        assert!(priority(10_000, 0, s(10), rate) < priority(100, 0, s(0), rate));
+        // Served all along (9 000 of its tokens done in 9 s): no boost, so a
+        // fresh small request still goes first.
+        assert_eq!(priority(1_000, 9_000, s(9), rate), 1_000.0);
+        assert!(priority(100, 0, s(0), rate) < priority(1_000, 9_000, s(9), rate));
         // Equal work: the older first.
-        assert!(
-            priority(500, Duration::from_secs(2), rate)
-                < priority(500, Duration::from_secs(1), rate)
-        );
+        assert!(priority(500, 0, s(2), rate) < priority(500, 0, s(1), rate));
     }
 
     /// Sleeps 1 ms per padded token.
