@@ -7,16 +7,18 @@
 //! all its pairs are scored. So concurrent small requests share forward passes
 //! and a large request does not hold the model for all of its pairs at once.
 //!
-//! - **Fairness.** The next pass is anchored on the request with the least
-//!   work left (its queued tokens), minus its deficit (what the model could
-//!   have computed since it arrived, at the measured tokens per second, beyond
-//!   what it did compute of it): shortest remaining first with ageing, see
-//!   [`priority`]. A one-pair request that arrives while a 1000-pair one is
-//!   being scored is in the next pass; requests of equal size are served in
-//!   arrival order (not interleaved, so the first finishes first); a request
-//!   held back waits at most about its own compute time before it outranks
-//!   newcomers, so none starves. The rest of a pass is filled with
-//!   the pairs closest in length, whichever request they belong to.
+//! - **Fairness.** The next pass is anchored on the request with the
+//!   highest response ratio: the time it was held back (passes run while it
+//!   had pairs waiting and none in them) per token it still has queued; ties
+//!   go to the least work left, then to the earlier arrival (see
+//!   [`priority`]). A one-pair request that arrives while a 1000-pair one is
+//!   being scored is in the next pass (the big one's pairs fill the rest of
+//!   every pass, so it is never held back); among requests that wait, short
+//!   ones go first after a short wait; requests of equal size are served in
+//!   arrival order (not interleaved, so the first finishes first); a long
+//!   request left out of passes gains steadily on fresh arrivals, so none
+//!   starves. The rest of a pass is filled with the pairs closest in length,
+//!   whichever request they belong to.
 //! - **Bounded passes.** With [`SchedulerConfig::max_pass_time`] set, the
 //!   padded tokens of a pass are also capped by the measured cost per token,
 //!   so one pass holds the model for about that long (a single pair longer
@@ -238,28 +240,24 @@ struct Job {
     remaining: usize,
     /// Tokens of its pairs still in the queue (not yet in a pass).
     queued_tokens: usize,
-    /// Tokens of its pairs already taken into a pass.
-    done_tokens: usize,
+    /// Time of the passes that ran while it had pairs waiting and none in the pass.
+    held_back: Duration,
     submitted: Instant,
     started: Option<Instant>,
     /// A health probe's job: nobody waits on `reply`; it goes first.
     probe: bool,
 }
 
-/// The rank of a request when the next pass is picked (smaller goes first):
-/// its queued tokens, minus its deficit: the tokens the model could have
-/// computed since it arrived (`waited` × `tokens_per_second`) beyond those of
-/// its own it did compute (`done_tokens`). Shortest remaining first, with
-/// ageing against starvation that only a request held back earns: one that
-/// was served all along keeps its place behind smaller newcomers.
-pub fn priority(
-    queued_tokens: usize,
-    done_tokens: usize,
-    waited: Duration,
-    tokens_per_second: f64,
-) -> f64 {
-    let deficit = (tokens_per_second * waited.as_secs_f64() - done_tokens as f64).max(0.0);
-    queued_tokens as f64 - deficit
+/// The rank of a request when the next pass is picked: its response ratio,
+/// the time it was held back (passes that ran while it had pairs waiting and
+/// none in them) per token it still has queued; higher goes first, ties to the
+/// least queued tokens, then to the earlier arrival. Highest response ratio
+/// next: a request that fills every pass is never held back and never pushes
+/// small newcomers aside; among requests that wait, short ones go first after
+/// a short wait; a long one left out of passes gains steadily on fresh
+/// arrivals, so none starves. Needs no estimate of the model's speed.
+pub fn priority(queued_tokens: usize, held_back: Duration) -> f64 {
+    held_back.as_secs_f64() / queued_tokens.max(1) as f64
 }
 
 #[derive(Default)]
@@ -527,7 +525,7 @@ impl Scheduler {
                 logits: vec![0.0; n],
                 remaining: n,
                 queued_tokens,
-                done_tokens: 0,
+                held_back: Duration::ZERO,
                 submitted: Instant::now(),
                 started: None,
                 probe,
@@ -736,25 +734,25 @@ fn model_loop(
             let picked = {
                 // Rank the requests, then hand the pairs to the planner as
                 // (length, rank among requests, position in the request).
-                let now = Instant::now();
-                let rate = state.secs_per_token.map_or(0.0, |spt| 1.0 / spt);
-                let mut order: Vec<(f64, u64)> = state
+                // (probes first, ratio descending, queued tokens, arrival)
+                let mut order: Vec<(bool, f64, usize, u64)> = state
                     .jobs
                     .iter()
                     .map(|(&id, j)| {
-                        let key = if j.probe {
-                            f64::NEG_INFINITY
-                        } else {
-                            priority(j.queued_tokens, j.done_tokens, now - j.submitted, rate)
-                        };
-                        (key, id)
+                        let ratio = priority(j.queued_tokens, j.held_back);
+                        (!j.probe, -ratio, j.queued_tokens, id)
                     })
                     .collect();
-                order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                order.sort_by(|a, b| {
+                    a.0.cmp(&b.0)
+                        .then(a.1.total_cmp(&b.1))
+                        .then(a.2.cmp(&b.2))
+                        .then(a.3.cmp(&b.3))
+                });
                 let rank: HashMap<u64, u64> = order
                     .iter()
                     .enumerate()
-                    .map(|(r, &(_, id))| (id, r as u64))
+                    .map(|(r, &(_, _, _, id))| (id, r as u64))
                     .collect();
                 let keys: Vec<(usize, u64)> = state
                     .queue
@@ -779,7 +777,6 @@ fn model_loop(
                 if let Some(job) = state.jobs.get_mut(&e.job) {
                     job.started.get_or_insert(now);
                     job.queued_tokens -= e.ids.len();
-                    job.done_tokens += e.ids.len();
                 }
             }
             state.published(pulse);
@@ -839,6 +836,17 @@ fn model_loop(
         }
 
         let mut state = shared.lock();
+        // Ageing: every request with pairs still waiting and none in this pass
+        // was held back for its duration.
+        {
+            let mut in_pass: Vec<u64> = batch.iter().map(|e| e.job).collect();
+            in_pass.sort_unstable();
+            for (id, job) in state.jobs.iter_mut() {
+                if job.queued_tokens > 0 && in_pass.binary_search(id).is_err() {
+                    job.held_back += duration;
+                }
+            }
+        }
         pulse
             .outcome
             .store(if result.is_ok() { 1 } else { 2 }, Ordering::Release);
@@ -1175,30 +1183,68 @@ mod tests {
     }
 
     #[test]
-    fn a_request_held_back_for_its_own_compute_time_outranks_newcomers() {
-        let rate = 1000.0; // tokens per second
-        let s = Duration::from_secs;
-        // Fresh: less work goes first.
-        assert!(priority(100, 0, s(0), rate) < priority(10_000, 0, s(0), rate));
-        // 10 000 tokens held back 10 s (their compute time) beat a fresh 100.
-        assert!(priority(10_000, 0, s(10), rate) < priority(100, 0, s(0), rate));
-        // Served all along (9 000 of its tokens done in 9 s): no boost, so a
-        // fresh small request still goes first.
-        assert_eq!(priority(1_000, 9_000, s(9), rate), 1_000.0);
-        assert!(priority(100, 0, s(0), rate) < priority(1_000, 9_000, s(9), rate));
-        // Equal work: the older first.
-        assert!(priority(500, 0, s(2), rate) < priority(500, 0, s(1), rate));
+    fn the_response_ratio_favours_short_waits_and_grows_with_the_wait() {
+        let ms = Duration::from_millis;
+        // Held back equally long: the shorter request first.
+        assert!(priority(10, ms(100)) > priority(600, ms(100)));
+        // Never held back (its pairs fill every pass): 0, the lowest.
+        assert_eq!(priority(90_000, ms(0)), 0.0);
+        // A long request held back 7 passes of 10 ms outranks a short one
+        // held back for one.
+        assert!(priority(60, ms(70)) > priority(10, ms(10)));
     }
 
-    /// Sleeps 1 ms per padded token.
+    #[test]
+    fn a_request_left_out_of_passes_ages_and_is_not_starved() {
+        let (gate, entered, go) = gate();
+        let config = SchedulerConfig {
+            max_queued_pairs: 1000,
+            ..config()
+        };
+        let s = Scheduler::new(gate.clone(), config, None).unwrap();
+        let blocker = s.submit(vec![vec![1]], s.try_reserve(1).unwrap()).unwrap();
+        // A 60-token pair that never shares a pass with 10-token ones (budget
+        // 64) and is always more work than a fresh one: with one arriving in
+        // every pass, shortest-first alone would serve it after all of them.
+        let long = s
+            .submit(vec![vec![7; 60]], s.try_reserve(1).unwrap())
+            .unwrap();
+        let mut small = Vec::new();
+        for _ in 0..20 {
+            entered.recv().unwrap();
+            small.push(
+                s.submit(vec![vec![9; 10]], s.try_reserve(1).unwrap())
+                    .unwrap(),
+            );
+            std::thread::sleep(Duration::from_millis(10)); // each pass lasts ≥ 10 ms
+            go.send(()).unwrap();
+        }
+        drop(go);
+        block_on(blocker).unwrap();
+        block_on(long).unwrap();
+        for t in small {
+            block_on(t).unwrap();
+        }
+        let batches = gate.batches.lock().unwrap().clone();
+        let at = batches.iter().position(|b| b.contains(&7)).unwrap();
+        // Held back 7 passes of ≥ 10 ms, its ratio beats a fresh one's.
+        assert!(at <= 12, "{batches:?}");
+    }
+
+    /// Sleeps 1 ms per padded token; records each pass's size and first tokens.
     struct Slow {
         passes: Mutex<Vec<usize>>,
+        batches: Mutex<Vec<Vec<u32>>>,
     }
 
     impl Backend for Slow {
         fn predict(&self, pairs: &[&[u32]]) -> crate::Result<Vec<f32>> {
             let padded = pairs.iter().map(|p| p.len()).max().unwrap_or(0) * pairs.len();
             self.passes.lock().unwrap().push(padded);
+            self.batches
+                .lock()
+                .unwrap()
+                .push(pairs.iter().map(|p| p[0]).collect());
             std::thread::sleep(Duration::from_millis(padded as u64));
             Ok(vec![0.0; pairs.len()])
         }
@@ -1208,6 +1254,7 @@ mod tests {
     fn a_pass_is_capped_by_its_measured_cost() {
         let slow = Arc::new(Slow {
             passes: Mutex::new(Vec::new()),
+            batches: Mutex::new(Vec::new()),
         });
         let config = SchedulerConfig {
             max_batch_tokens: 100_000,
