@@ -59,7 +59,7 @@ pub struct ServeArgs {
     /// About how long one forward pass may hold the model, in seconds: a pass takes at most
     /// this time's worth of tokens at the measured speed, so small requests are not stuck
     /// behind big ones (0: only --max-batch-tokens bounds a pass).
-    #[arg(long, env = "RERANK_MAX_PASS_TIME", value_name = "SECONDS", default_value = "1", value_parser = parse_seconds, help_heading = "Load")]
+    #[arg(long, env = "RERANK_MAX_PASS_TIME", value_name = "SECONDS", default_value = "0.5", value_parser = parse_seconds, help_heading = "Load")]
     pub max_pass_time: Duration,
     /// Answer 504 to a rerank request not done within this many seconds, dropping its queued
     /// pairs (0: no deadline).

@@ -117,7 +117,11 @@ impl From<ScheduleError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        // 503 (draining, a failing probe) and 504 are expected states, one per
+        // request: at error level they would flood the log while draining.
+        if matches!(self, Self::Unhealthy(_) | Self::Timeout(_)) {
+            tracing::debug!("{status}: {self}");
+        } else if status.is_server_error() {
             tracing::error!("{status}: {self}");
         } else {
             tracing::debug!("{status}: {self}");

@@ -171,8 +171,9 @@ pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
 pub const DEFAULT_MAX_QUEUED_PAIRS: usize = 16384;
 /// Default `payload_limit`: 8 MiB.
 pub const DEFAULT_PAYLOAD_LIMIT: usize = 8 * 1024 * 1024;
-/// Default `max_pass_time`: 1 s (see BENCHMARKS.md for its throughput cost).
-pub const DEFAULT_MAX_PASS_TIME: Duration = Duration::from_secs(1);
+/// Default `max_pass_time`: 0.5 s, so a small request waits about two such
+/// passes next to a big one (BENCHMARKS.md has its throughput cost).
+pub const DEFAULT_MAX_PASS_TIME: Duration = Duration::from_millis(500);
 /// Default `header_read_timeout` and `body_read_timeout`.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `liveness_timeout`: far above the longest single pass measured
