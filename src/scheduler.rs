@@ -305,13 +305,16 @@ impl Shared {
         }
     }
 
-    /// Learns the cost per token (for the pass cap and the ageing rate) from
-    /// a pass that filled at least half its cap or left work waiting, or from
-    /// any pass before the first estimate: smaller passes would overstate the
-    /// cost (a pass has a fixed part, reading the weights).
+    /// Learns the cost per token of the pass cap from a pass that filled at
+    /// least half its cap or left work waiting (smaller passes would overstate
+    /// it: a pass has a fixed part, reading the weights), or from any pass
+    /// before the first estimate, so the cap soon leaves its cold guess.
     fn learn(&self, state: &mut State, padded: usize, cap: usize, left: bool, took: Duration) {
         let full = 2 * padded >= cap || left;
-        if padded == 0 || (!full && state.secs_per_token.is_some()) {
+        if self.config.max_pass_time.is_none()
+            || padded == 0
+            || (!full && state.secs_per_token.is_some())
+        {
             return;
         }
         let sample = took.as_secs_f64() / padded as f64;
@@ -714,7 +717,7 @@ fn model_loop(
     let config = shared.config;
     let pulse = &shared.pulse;
     loop {
-        let (batch, cap, left) = {
+        let (batch, cap, left, probe_pass) = {
             let mut state = shared.lock();
             loop {
                 pulse.beat.store(pulse.clock.now(), Ordering::Relaxed);
@@ -780,15 +783,12 @@ fn model_loop(
                 }
             }
             state.published(pulse);
-            (batch, cap, !state.queue.is_empty())
+            let probe_pass = batch
+                .iter()
+                .all(|e| state.jobs.get(&e.job).is_some_and(|j| j.probe));
+            (batch, cap, !state.queue.is_empty(), probe_pass)
         };
 
-        let probe_pass = {
-            let state = shared.lock();
-            batch
-                .iter()
-                .all(|e| state.jobs.get(&e.job).is_some_and(|j| j.probe))
-        };
         let ids: Vec<&[u32]> = batch.iter().map(|e| e.ids.as_slice()).collect();
         let start = Instant::now();
         pulse.beat.store(pulse.clock.now(), Ordering::Relaxed);
