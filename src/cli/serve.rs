@@ -146,10 +146,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .served_model_name
         .clone()
         .unwrap_or_else(|| args.model.model.to_string());
-    let state = AppState::new(
-        ServedModel::from_reranker(name, reranker),
-        args.server_config(),
-    )?;
+    let model = ServedModel {
+        model_id: args.model.model.to_string(),
+        ..ServedModel::from_reranker(name, reranker)
+    };
+    let state = AppState::new(model, args.server_config())?;
     // Fail at start, not on the first request, if the model cannot compute;
     // its success is also what makes /ready answer 200.
     state.check_model()?;

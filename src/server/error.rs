@@ -15,7 +15,8 @@ use crate::scheduler::ScheduleError;
 /// Seconds a client is asked to wait after a 429 or 503.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
-/// An error answer: `{"error": message, "error_type": kind}` with its status.
+/// An error answer: `{"error": message, "error_type": kind, "detail": …}`
+/// with its status (see [`ErrorBody`]).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ApiError {
     /// 400: malformed JSON, wrong types, not UTF-8.
@@ -30,6 +31,9 @@ pub enum ApiError {
     /// 404: no such route.
     #[error("no route {0}; see GET /openapi.json")]
     NotFound(String),
+    /// 404: `/v1/models/{id}` for a model this server does not serve.
+    #[error("no model {asked:?} here: this server serves {served:?} (--served-model-name)")]
+    UnknownModel { asked: String, served: String },
     /// 405: the route exists with another method.
     #[error("method not allowed; see GET /openapi.json")]
     MethodNotAllowed,
@@ -59,11 +63,32 @@ pub enum ApiError {
     Timeout(String),
 }
 
-/// The JSON body of every error.
+/// The JSON body of every error: text-embeddings-inference's `error` and
+/// `error_type`, and FastAPI's `detail` for the clients of FastAPI servers
+/// (Xinference, Jina, Infinity), which read nothing else.
 #[derive(Debug, Serialize)]
 pub struct ErrorBody {
     pub error: String,
     pub error_type: &'static str,
+    pub detail: Detail,
+}
+
+/// FastAPI's `detail`: the message, except on 422, where FastAPI (and so
+/// infinity_client, generated from Infinity's schema) has a list of
+/// `{loc, msg, type}`; a string there crashes infinity_client.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Detail {
+    Message(String),
+    Validation(Vec<ValidationDetail>),
+}
+
+#[derive(Debug, Serialize)]
+pub struct ValidationDetail {
+    pub loc: Vec<&'static str>,
+    pub msg: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
 }
 
 impl ApiError {
@@ -71,7 +96,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) | Self::Empty(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::UnknownModel { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -90,6 +115,7 @@ impl ApiError {
             Self::Empty(_) => "empty",
             Self::Unauthorized => "unauthorized",
             Self::NotFound(_) => "not_found",
+            Self::UnknownModel { .. } => "model_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::BodyTimeout(_) => "request_timeout",
             Self::PayloadTooLarge(_) => "payload_too_large",
@@ -126,9 +152,20 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!("{status}: {self}");
         }
+        let message = self.to_string();
+        let detail = if status == StatusCode::UNPROCESSABLE_ENTITY {
+            Detail::Validation(vec![ValidationDetail {
+                loc: vec!["body"],
+                msg: message.clone(),
+                kind: self.kind(),
+            }])
+        } else {
+            Detail::Message(message.clone())
+        };
         let body = ErrorBody {
-            error: self.to_string(),
+            error: message,
             error_type: self.kind(),
+            detail,
         };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
@@ -167,8 +204,30 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
                 e.valid_up_to()
             ))
         })?;
-        serde_json::from_str(text)
-            .map(ApiJson)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+        parse_body(text).map(ApiJson)
+    }
+}
+
+/// Deserializes a body, naming the field at fault: `at `top_n`: invalid
+/// type: string "2", expected usize at line 1 column 40`.
+pub fn parse_body<T: DeserializeOwned>(text: &str) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
+    de.end()
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+    Ok(value)
+}
+
+/// Deserializes an already parsed body (see [`parse_body`]).
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(path_error)
+}
+
+fn path_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> ApiError {
+    let path = e.path().to_string();
+    if path == "." {
+        ApiError::BadRequest(format!("invalid JSON body: {}", e.inner()))
+    } else {
+        ApiError::BadRequest(format!("invalid JSON body: at `{path}`: {}", e.inner()))
     }
 }

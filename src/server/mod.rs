@@ -1,8 +1,11 @@
 //! The HTTP service behind `rerank serve` (cargo feature `server`).
 //!
-//! Routes: text-embeddings-inference's `POST /rerank`, the Cohere/Jina
-//! `POST /v1/rerank` and `/v2/rerank`, the probes `GET /health`, `/live` and
-//! `/ready`, `GET /info`, `/metrics` (Prometheus) and `/openapi.json`.
+//! Routes: text-embeddings-inference's `POST /rerank` (which also takes a
+//! Cohere body, as Infinity's and vLLM's do), the Cohere/Jina `POST /v1/rerank`
+//! and `/v2/rerank`, NVIDIA NIM's `POST /v1/ranking`, the model lookups
+//! `GET /v1/models`, `/v1/models/{id}` and `/v1/cluster/auth` (OpenAI-style
+//! and Xinference clients), the probes `GET /health`, `/live` and `/ready`,
+//! `GET /info`, `/metrics` (Prometheus) and `/openapi.json`.
 //!
 //! A request is validated, admitted under the queue's reservation limit
 //! (429 otherwise), tokenized on a blocking thread, then its pairs go to the
@@ -88,6 +91,9 @@ impl PairTokenizer for Reranker {
 pub struct ServedModel {
     /// Reported by `/info` and in the Cohere answers' `model`.
     pub name: String,
+    /// What the model was loaded from (`--model`: hub id or directory), for
+    /// `/info`'s `model_id`; `/v1/models/{id}` answers to it too.
+    pub model_id: String,
     pub tokenizer: Arc<dyn PairTokenizer>,
     pub backend: Arc<dyn Backend>,
     /// Default truncation; requests may change the side or turn it off.
@@ -106,10 +112,13 @@ pub struct ServedModel {
 
 impl ServedModel {
     /// Serves a loaded [`Reranker`] with its own options (truncation, batch limits).
+    /// `model_id` is the name too; set it to what the model was loaded from.
     pub fn from_reranker(name: impl Into<String>, reranker: Arc<Reranker>) -> Self {
         let options = reranker.options();
+        let name = name.into();
         Self {
-            name: name.into(),
+            model_id: name.clone(),
+            name,
             truncation: *reranker.truncation(),
             dtype: reranker.dtype(),
             device: options.device,
@@ -212,6 +221,9 @@ pub struct AppState(Arc<Inner>);
 
 struct Inner {
     name: String,
+    model_id: String,
+    /// Unix time of the start, seconds (`created` of `/v1/models`).
+    started: u64,
     tokenizer: Arc<dyn PairTokenizer>,
     truncation: TruncationParams,
     dtype: Dtype,
@@ -274,6 +286,8 @@ impl AppState {
 
         Ok(Self(Arc::new(Inner {
             name: model.name,
+            model_id: model.model_id,
+            started: unix_now(),
             tokenizer: model.tokenizer,
             truncation: model.truncation,
             dtype: model.dtype,
@@ -338,6 +352,13 @@ impl AppState {
     pub fn requests_in_flight(&self) -> usize {
         self.0.config.max_concurrent_requests - self.0.request_slots.available_permits()
     }
+}
+
+/// Seconds since the Unix epoch (0 on a clock set before it).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Serves until `shutdown` resolves, then drains: new rerank requests get

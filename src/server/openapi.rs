@@ -89,16 +89,27 @@ pub fn spec() -> Value {
         "info": {
             "title": "rerank",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Cross-encoder reranking (BAAI/bge-reranker-v2-m3 family). Every error is {\"error\", \"error_type\"}."
+            "description": "Cross-encoder reranking (BAAI/bge-reranker-v2-m3 family). Every error is {\"error\", \"error_type\", \"detail\"}. Every boolean field also accepts the strings \"true\" and \"false\"."
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Error": {
-                    "type": "object", "required": ["error", "error_type"],
+                    "type": "object", "required": ["error", "error_type", "detail"],
                     "properties": {
                         "error": {"type": "string"},
-                        "error_type": {"type": "string", "enum": ["bad_request", "empty", "unauthorized", "not_found", "method_not_allowed", "payload_too_large", "validation", "tokenizer", "overloaded", "backend", "unhealthy"]}
+                        "error_type": {"type": "string", "enum": ["bad_request", "empty", "unauthorized", "not_found", "model_not_found", "method_not_allowed", "request_timeout", "payload_too_large", "validation", "tokenizer", "overloaded", "backend", "unhealthy", "timeout"]},
+                        "detail": {
+                            "description": "FastAPI's field: the message; on 422 a list of one {loc, msg, type} holding it",
+                            "oneOf": [
+                                {"type": "string"},
+                                {"type": "array", "items": {"type": "object", "required": ["loc", "msg", "type"], "properties": {
+                                    "loc": {"type": "array", "items": {"type": "string"}},
+                                    "msg": {"type": "string"},
+                                    "type": {"type": "string"}
+                                }}}
+                            ]
+                        }
                     }
                 },
                 "TeiRequest": {
@@ -109,7 +120,8 @@ pub fn spec() -> Value {
                         "truncate": {"type": "boolean", "nullable": true, "description": "cut over-long pairs; default: the server's --auto-truncate (on). false: an over-long pair is a 422"},
                         "truncation_direction": {"type": "string", "enum": ["Left", "Right", "left", "right"], "nullable": true, "default": "Right"},
                         "raw_scores": {"type": "boolean", "nullable": true, "description": "raw logits instead of sigmoid scores", "default": false},
-                        "return_text": {"type": "boolean", "nullable": true, "default": false}
+                        "return_text": {"type": "boolean", "nullable": true, "default": false},
+                        "top_n": {"type": "integer", "minimum": 1, "nullable": true, "description": "keep the best top_n (an extension; text-embeddings-inference ignores it)"}
                     }
                 },
                 "TeiRank": {
@@ -130,31 +142,77 @@ pub fn spec() -> Value {
                             {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}
                         ]}},
                         "top_n": {"type": "integer", "minimum": 1, "nullable": true},
-                        "return_documents": {"type": "boolean", "nullable": true, "default": false}
+                        "return_documents": {"type": "boolean", "nullable": true, "default": false, "description": "include each document as {text}; on POST /rerank never (Infinity's and vLLM's clients disagree on its type)"},
+                        "raw_scores": {"type": "boolean", "nullable": true, "default": false, "description": "raw logits as relevance_score (Infinity's field)"}
                     }
                 },
                 "CohereResponse": {
-                    "type": "object", "required": ["id", "model", "results", "usage"],
+                    "type": "object", "required": ["id", "object", "created", "model", "results", "usage"],
                     "properties": {
                         "id": {"type": "string"},
+                        "object": {"type": "string", "enum": ["rerank"]},
+                        "created": {"type": "integer", "description": "Unix time, seconds"},
                         "model": {"type": "string"},
                         "results": {"type": "array", "items": {
                             "type": "object", "required": ["index", "relevance_score"],
                             "properties": {
                                 "index": {"type": "integer", "minimum": 0},
-                                "relevance_score": {"type": "number", "minimum": 0, "maximum": 1},
+                                "relevance_score": {"type": "number", "description": "sigmoid score in (0, 1); the raw logit with raw_scores"},
                                 "document": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}
                             }
                         }},
-                        "usage": {"type": "object", "required": ["total_tokens"], "properties": {"total_tokens": {"type": "integer"}}}
+                        "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"], "properties": {
+                            "prompt_tokens": {"type": "integer", "description": "tokens fed to the model, special tokens included"},
+                            "total_tokens": {"type": "integer", "description": "equal to prompt_tokens"}
+                        }}
                     }
+                },
+                "NimRequest": {
+                    "type": "object", "required": ["query", "passages"],
+                    "properties": {
+                        "model": {"type": "string", "nullable": true, "description": "ignored: the served model answers"},
+                        "query": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}},
+                        "passages": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}},
+                        "truncate": {"type": "string", "enum": ["NONE", "END"], "nullable": true, "description": "NONE: an over-long pair is a 422; END: cut the passage's end; default: the server's --auto-truncate"}
+                    }
+                },
+                "NimResponse": {
+                    "type": "object", "required": ["rankings"],
+                    "properties": {"rankings": {"type": "array", "items": {
+                        "type": "object", "required": ["index", "logit"],
+                        "properties": {"index": {"type": "integer", "minimum": 0}, "logit": {"type": "number", "description": "raw logit"}}
+                    }}}
+                },
+                "ModelCard": {
+                    "type": "object",
+                    "required": ["id", "object", "created", "owned_by", "model_type", "model_name", "model_uid", "model_ability", "max_input_length"],
+                    "properties": {
+                        "id": {"type": "string", "description": "the served name"},
+                        "object": {"type": "string", "enum": ["model"]},
+                        "created": {"type": "integer", "description": "Unix time the server started"},
+                        "owned_by": {"type": "string"},
+                        "model_type": {"type": "string", "enum": ["rerank"]},
+                        "model_name": {"type": "string"},
+                        "model_uid": {"type": "string"},
+                        "model_ability": {"type": "array", "items": {"type": "string"}},
+                        "max_input_length": {"type": "integer"}
+                    }
+                },
+                "ModelList": {
+                    "type": "object", "required": ["object", "data"],
+                    "properties": {"object": {"type": "string", "enum": ["list"]}, "data": {"type": "array", "items": {"$ref": "#/components/schemas/ModelCard"}}}
                 },
                 "Info": {
                     "type": "object",
                     "properties": {
-                        "model_id": {"type": "string"},
-                        "model_type": {"type": "string"},
+                        "model_id": {"type": "string", "description": "what --model loaded (hub id or directory)"},
+                        "model_sha": {"type": "string", "nullable": true},
                         "model_dtype": {"type": "string"},
+                        "served_model_name": {"type": "string"},
+                        "model_type": {"type": "object", "description": "text-embeddings-inference's: {\"reranker\": {\"id2label\": {\"0\": \"LABEL_0\"}, \"label2id\": {\"LABEL_0\": 0}}}", "required": ["reranker"], "properties": {"reranker": {"type": "object", "properties": {
+                            "id2label": {"type": "object", "additionalProperties": {"type": "string"}},
+                            "label2id": {"type": "object", "additionalProperties": {"type": "integer"}}
+                        }}}},
                         "model_device": {"type": "string"},
                         "model_implementation": {"type": "string", "description": "cpu-f32, cpu-bf16, cpu-int8 (the hand-written CPU model) or candle"},
                         "kernels": {"type": "string", "description": "the CPU kernels in use, e.g. int8=vnni bf16=avx512bf16 small-f32=avx512; absent off CPU"},
@@ -166,7 +224,11 @@ pub fn spec() -> Value {
                         "max_queued_pairs": {"type": "integer"},
                         "payload_limit": {"type": "integer"},
                         "auto_truncate": {"type": "boolean"},
-                        "version": {"type": "string"}
+                        "max_batch_requests": {"type": "integer", "nullable": true, "description": "null: pairs of any number of requests share a forward pass"},
+                        "tokenization_workers": {"type": "integer"},
+                        "version": {"type": "string"},
+                        "sha": {"type": "string", "nullable": true},
+                        "docker_label": {"type": "string", "nullable": true}
                     }
                 }
             }
@@ -174,13 +236,45 @@ pub fn spec() -> Value {
         "security": [{"bearer": []}],
         "paths": {
             "/rerank": {"post": {
-                "summary": "Rerank texts (text-embeddings-inference schema)",
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TeiRequest"}}}},
+                "summary": "Rerank texts: text-embeddings-inference's schema (a body with texts), or the Cohere schema (a body with documents, as Infinity and vLLM serve it here; its answer never carries the documents)",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"oneOf": [
+                    {"$ref": "#/components/schemas/TeiRequest"},
+                    {"$ref": "#/components/schemas/CohereRequest"}
+                ]}}}},
                 "responses": rerank_responses(json!({
-                    "description": "texts sorted by score, best first",
-                    "headers": timing,
-                    "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/TeiRank"}}}}
+                    "description": "texts sorted by score, best first, cut to top_n (TeiRank list); for a Cohere body, a CohereResponse",
+                    "headers": timing.clone(),
+                    "content": {"application/json": {"schema": {"oneOf": [
+                        {"type": "array", "items": {"$ref": "#/components/schemas/TeiRank"}},
+                        {"$ref": "#/components/schemas/CohereResponse"}
+                    ]}}}
                 }))
+            }},
+            "/v1/ranking": {"post": {
+                "summary": "Rerank passages (NVIDIA NIM schema): raw logits, best first",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NimRequest"}}}},
+                "responses": rerank_responses(json!({
+                    "description": "rankings sorted by logit, best first",
+                    "headers": timing,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NimResponse"}}}
+                }))
+            }},
+            "/v1/models": {"get": {
+                "summary": "The served model, OpenAI-style",
+                "responses": {"200": {"description": "one model", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ModelList"}}}}}
+            }},
+            "/v1/models/{id}": {"get": {
+                "summary": "The served model by its served name or --model id (Xinference's lookup; the id may contain /)",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "the model", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ModelCard"}}}},
+                    "404": {"description": "not the served model", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+                }
+            }},
+            "/v1/cluster/auth": {"get": {
+                "summary": "Xinference's: whether the server needs an API key (no API key needed to ask)",
+                "security": [],
+                "responses": {"200": {"description": "auth", "content": {"application/json": {"schema": {"type": "object", "required": ["auth"], "properties": {"auth": {"type": "boolean"}}}}}}}
             }},
             "/v1/rerank": {"post": cohere},
             "/v2/rerank": {"post": cohere},

@@ -1,9 +1,9 @@
-//! The router and its handlers. Both rerank APIs share [`score`]; the
+//! The router and its handlers. Every rerank API shares [`score`]; the
 //! handlers only translate their schema.
 
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -11,19 +11,24 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::api::{
-    CohereRequest, CohereResponse, CohereResult, DocumentText, Info, TeiRank, TeiRequest, Usage,
+    ClusterAuth, CohereRequest, CohereResponse, CohereResult, DocumentText, Info, ModelCard,
+    ModelList, ModelType, NimRanking, NimRequest, NimResponse, NimTruncate, TeiRank, TeiRequest,
+    Usage,
 };
-use super::error::{ApiError, ApiJson};
-use super::{openapi, AppState};
+use super::error::{from_value, ApiError, ApiJson};
+use super::{openapi, unix_now, AppState};
 use crate::backend::{rank_scores, ScoreTransform};
 use crate::tokenize::Side;
 
 /// The whole HTTP API over `state`.
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
-        .route("/rerank", post(tei_rerank))
+        .route("/rerank", post(rerank))
         .route("/v1/rerank", post(cohere_rerank))
         .route("/v2/rerank", post(cohere_rerank))
+        .route("/v1/ranking", post(nim_ranking))
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{*id}", get(get_model))
         .route("/info", get(info))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json))
@@ -32,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/live", get(live))
         .route("/ready", get(ready))
+        .route("/v1/cluster/auth", get(cluster_auth))
         .merge(protected)
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
         .fallback(not_found)
@@ -79,7 +85,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn not_found(uri: Uri) -> ApiError {
-    ApiError::NotFound(uri.path().to_string())
+    let path = uri.path();
+    if path.ends_with("/rerank") || path.ends_with("/ranking") {
+        // `/v1/v2/rerank` and the like: a client's base URL with one `/v1` too many.
+        return ApiError::NotFound(format!(
+            "{path} (the rerank routes are /rerank, /v1/rerank, /v2/rerank and /v1/ranking: set the client's base URL to the server root, http://host:port, or to http://host:port/v1 where its documentation adds only `/rerank`)"
+        ));
+    }
+    ApiError::NotFound(path.to_string())
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -234,11 +247,46 @@ async fn score_now(
     })
 }
 
-/// `POST /rerank`: text-embeddings-inference's schema.
-async fn tei_rerank(
+/// `POST /rerank`: text-embeddings-inference's schema (`texts`), or a Cohere
+/// body (`documents`) as Infinity and vLLM serve it on this path (litellm's
+/// `infinity/` and `hosted_vllm/` providers, infinity_client, RAGFlow and Dify
+/// with a base URL without `/v1` post it here).
+async fn rerank(
     State(state): State<AppState>,
-    ApiJson(req): ApiJson<TeiRequest>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let has = |field| body.get(field).is_some();
+    match (has("texts"), has("documents")) {
+        (true, true) => Err(ApiError::BadRequest(
+            "the body has both `texts` (text-embeddings-inference schema) and `documents` (Cohere schema): send one of them".into(),
+        )),
+        (false, true) => {
+            let req = from_value(body)?;
+            let answer = cohere_answer(&state, req, Documents::Omitted).await?;
+            Ok(answer.into_response())
+        }
+        (false, false) if body.is_object() => Err(ApiError::BadRequest(
+            "invalid JSON body: missing field `texts` (text-embeddings-inference schema) or `documents` (Cohere schema)".into(),
+        )),
+        _ => Ok(tei_answer(&state, from_value(body)?).await?.into_response()),
+    }
+}
+
+/// `top_n: 0` is a mistake, not a request for nothing.
+fn check_top_n(top_n: Option<usize>) -> Result<(), ApiError> {
+    if top_n == Some(0) {
+        return Err(ApiError::Validation(
+            "top_n must be at least 1 (leave it out for all results)".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn tei_answer(
+    state: &AppState,
+    req: TeiRequest,
 ) -> Result<(HeaderMap, Json<Vec<TeiRank>>), ApiError> {
+    check_top_n(req.top_n)?;
     let opts = ScoreOptions {
         truncate: req.truncate.unwrap_or(state.config().auto_truncate),
         side: req
@@ -247,9 +295,9 @@ async fn tei_rerank(
     };
     let raw = req.raw_scores.unwrap_or(state.config().raw_scores);
     let return_text = req.return_text.unwrap_or(false);
-    let scores = score(&state, "texts", req.query, req.texts, opts).await?;
+    let scores = score(state, "texts", req.query, req.texts, opts).await?;
     let values = ScoreTransform::raw_if(raw).apply_all(scores.logits.clone());
-    let ranked = rank_scores(&values, None)
+    let ranked = rank_scores(&values, req.top_n)
         .into_iter()
         .map(|r| TeiRank {
             index: r.index,
@@ -260,24 +308,42 @@ async fn tei_rerank(
     Ok((scores.headers(&state.0.device.to_string()), Json(ranked)))
 }
 
+/// Whether a Cohere-schema answer may carry the documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Documents {
+    /// `/v1/rerank`, `/v2/rerank`: `document: {text}` when `return_documents`.
+    AsObjects,
+    /// `/rerank`: never, whatever `return_documents` says. Infinity answers a
+    /// string there and vLLM an object, and their clients (litellm's
+    /// `infinity/` and `hosted_vllm/`) post identical bodies yet each crashes
+    /// on the other's; both accept none.
+    Omitted,
+}
+
 /// `POST /v1/rerank`, `/v2/rerank`: the Cohere/Jina schema.
 async fn cohere_rerank(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CohereRequest>,
 ) -> Result<(HeaderMap, Json<CohereResponse>), ApiError> {
-    if req.top_n == Some(0) {
-        return Err(ApiError::Validation(
-            "top_n must be at least 1 (leave it out for all results)".into(),
-        ));
-    }
+    cohere_answer(&state, req, Documents::AsObjects).await
+}
+
+async fn cohere_answer(
+    state: &AppState,
+    req: CohereRequest,
+    documents: Documents,
+) -> Result<(HeaderMap, Json<CohereResponse>), ApiError> {
+    check_top_n(req.top_n)?;
     let opts = ScoreOptions {
         truncate: state.config().auto_truncate,
         side: state.0.truncation.side,
     };
     let texts = req.documents.into_iter().map(|d| d.into_text()).collect();
-    let scores = score(&state, "documents", req.query, texts, opts).await?;
-    let values = ScoreTransform::Sigmoid.apply_all(scores.logits.clone());
-    let return_documents = req.return_documents.unwrap_or(false);
+    let scores = score(state, "documents", req.query, texts, opts).await?;
+    let raw = req.raw_scores.unwrap_or(false);
+    let values = ScoreTransform::raw_if(raw).apply_all(scores.logits.clone());
+    let return_documents =
+        documents == Documents::AsObjects && req.return_documents.unwrap_or(false);
     let results = rank_scores(&values, req.top_n)
         .into_iter()
         .map(|r| CohereResult {
@@ -290,13 +356,98 @@ async fn cohere_rerank(
         .collect();
     let response = CohereResponse {
         id: uuid::Uuid::new_v4().to_string(),
+        object: "rerank".into(),
+        created: unix_now(),
         model: state.model_name().to_string(),
         results,
-        usage: Usage {
-            total_tokens: scores.tokens,
-        },
+        usage: Usage::of(scores.tokens),
     };
     Ok((scores.headers(&state.0.device.to_string()), Json(response)))
+}
+
+/// `POST /v1/ranking`: NVIDIA NIM's schema (langchain-nvidia-ai-endpoints,
+/// RAGFlow's NVIDIA provider): raw logits, best first.
+async fn nim_ranking(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<NimRequest>,
+) -> Result<(HeaderMap, Json<NimResponse>), ApiError> {
+    let opts = match req.truncate {
+        None => ScoreOptions {
+            truncate: state.config().auto_truncate,
+            side: state.0.truncation.side,
+        },
+        Some(NimTruncate::None) => ScoreOptions {
+            truncate: false,
+            side: state.0.truncation.side,
+        },
+        Some(NimTruncate::End) => ScoreOptions {
+            truncate: true,
+            side: Side::Right,
+        },
+    };
+    let texts = req.passages.into_iter().map(|p| p.text).collect();
+    let scores = score(&state, "passages", req.query.text, texts, opts).await?;
+    let rankings = rank_scores(&scores.logits, None)
+        .into_iter()
+        .map(|r| NimRanking {
+            index: r.index,
+            logit: r.score,
+        })
+        .collect();
+    Ok((
+        scores.headers(&state.0.device.to_string()),
+        Json(NimResponse { rankings }),
+    ))
+}
+
+/// The served model as OpenAI-style and Xinference clients look it up.
+fn model_card(state: &AppState) -> ModelCard {
+    let inner = &state.0;
+    ModelCard {
+        id: inner.name.clone(),
+        object: "model".into(),
+        created: inner.started,
+        owned_by: "rerank".into(),
+        model_type: "rerank".into(),
+        model_name: inner.name.clone(),
+        model_uid: inner.name.clone(),
+        model_ability: vec!["rerank".into()],
+        max_input_length: inner.truncation.max_length,
+    }
+}
+
+/// `GET /v1/models`: the one served model, OpenAI-style.
+async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
+    Json(ModelList {
+        object: "list".into(),
+        data: vec![model_card(&state)],
+    })
+}
+
+/// `GET /v1/models/{id}`: the served model under its served name or its
+/// `--model` id (Xinference clients check `model_type` before reranking;
+/// they do not URL-encode the id, hence the wildcard), else 404.
+async fn get_model(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ModelCard>, ApiError> {
+    let inner = &state.0;
+    if id == inner.name || id == inner.model_id {
+        Ok(Json(model_card(&state)))
+    } else {
+        Err(ApiError::UnknownModel {
+            asked: id,
+            served: inner.name.clone(),
+        })
+    }
+}
+
+/// `GET /v1/cluster/auth` (Xinference): whether the key is needed. Open, as
+/// Xinference's is: its client asks before it sends any key.
+async fn cluster_auth(State(state): State<AppState>) -> Json<ClusterAuth> {
+    Json(ClusterAuth {
+        auth: state.config().api_key.is_some(),
+    })
 }
 
 /// Which probe answers: they share one rule, [`probe_verdict`].
@@ -419,9 +570,11 @@ async fn info(State(state): State<AppState>) -> Json<Info> {
     let c = &inner.config;
     let s = inner.scheduler.config();
     Json(Info {
-        model_id: inner.name.clone(),
-        model_type: "reranker".into(),
+        model_id: inner.model_id.clone(),
+        model_sha: None,
         model_dtype: inner.dtype.to_string(),
+        served_model_name: inner.name.clone(),
+        model_type: ModelType::single_label_reranker(),
         model_device: inner.device.to_string(),
         model_implementation: inner.implementation.clone(),
         kernels: inner.kernels.clone(),
@@ -433,7 +586,11 @@ async fn info(State(state): State<AppState>) -> Json<Info> {
         max_queued_pairs: s.max_queued_pairs,
         payload_limit: c.payload_limit,
         auto_truncate: c.auto_truncate,
+        max_batch_requests: None,
+        tokenization_workers: rayon::current_num_threads(),
         version: env!("CARGO_PKG_VERSION").into(),
+        sha: option_env!("RERANK_GIT_SHA").map(String::from),
+        docker_label: option_env!("DOCKER_LABEL").map(String::from),
     })
 }
 

@@ -12,6 +12,8 @@ mod precision;
 #[cfg(feature = "server")]
 mod server;
 #[cfg(feature = "server")]
+mod server_clients;
+#[cfg(feature = "server")]
 mod server_common;
 #[cfg(feature = "server")]
 mod server_load;

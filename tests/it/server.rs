@@ -341,6 +341,10 @@ async fn health_info_metrics_and_openapi() {
         ("post", "/rerank"),
         ("post", "/v1/rerank"),
         ("post", "/v2/rerank"),
+        ("post", "/v1/ranking"),
+        ("get", "/v1/models"),
+        ("get", "/v1/models/{id}"),
+        ("get", "/v1/cluster/auth"),
         ("get", "/health"),
         ("get", "/live"),
         ("get", "/ready"),
@@ -360,7 +364,7 @@ async fn health_info_metrics_and_openapi() {
             &state,
             Request::builder()
                 .method(other)
-                .uri(path)
+                .uri(path.replace("{id}", "tiny"))
                 .body(Body::empty())
                 .unwrap(),
         )

@@ -213,10 +213,21 @@ impl Answer {
         assert_eq!(j["error_type"], error_type, "{j}");
         assert_eq!(
             j.as_object().unwrap().len(),
-            2,
-            "only error and error_type: {j}"
+            3,
+            "only error, error_type and detail: {j}"
         );
-        j["error"].as_str().expect("error message").to_string()
+        let message = j["error"].as_str().expect("error message").to_string();
+        // FastAPI's `detail`: the message, or on 422 the list of one {loc, msg, type}.
+        if status == StatusCode::UNPROCESSABLE_ENTITY {
+            assert_eq!(
+                j["detail"],
+                serde_json::json!([{"loc": ["body"], "msg": message, "type": error_type}]),
+                "{j}"
+            );
+        } else {
+            assert_eq!(j["detail"], message, "{j}");
+        }
+        message
     }
 }
 
