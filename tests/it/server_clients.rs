@@ -248,26 +248,27 @@ async fn info_has_every_tei_field_with_tei_types() {
         json!({"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}})
     );
     // text-embeddings-inference's `Info` (router/src/lib.rs): names and types.
-    let string = |v: &Value| v.is_string();
-    let int = |v: &Value| v.is_u64();
-    let nullable_string = |v: &Value| v.is_null() || v.is_string();
-    let nullable_int = |v: &Value| v.is_null() || v.is_u64();
-    let boolean = |v: &Value| v.is_boolean();
-    let fields: [(&str, &dyn Fn(&Value) -> bool); 14] = [
-        ("model_id", &string),
-        ("model_sha", &nullable_string),
-        ("model_dtype", &string),
-        ("served_model_name", &string),
-        ("max_concurrent_requests", &int),
-        ("max_input_length", &int),
-        ("max_batch_tokens", &int),
-        ("max_batch_requests", &nullable_int),
-        ("max_client_batch_size", &int),
-        ("auto_truncate", &boolean),
-        ("tokenization_workers", &int),
-        ("version", &string),
-        ("sha", &nullable_string),
-        ("docker_label", &nullable_string),
+    type Check = fn(&Value) -> bool;
+    let string: Check = |v| v.is_string();
+    let int: Check = |v| v.is_u64();
+    let nullable_string: Check = |v| v.is_null() || v.is_string();
+    let nullable_int: Check = |v| v.is_null() || v.is_u64();
+    let boolean: Check = |v| v.is_boolean();
+    let fields = [
+        ("model_id", string),
+        ("model_sha", nullable_string),
+        ("model_dtype", string),
+        ("served_model_name", string),
+        ("max_concurrent_requests", int),
+        ("max_input_length", int),
+        ("max_batch_tokens", int),
+        ("max_batch_requests", nullable_int),
+        ("max_client_batch_size", int),
+        ("auto_truncate", boolean),
+        ("tokenization_workers", int),
+        ("version", string),
+        ("sha", nullable_string),
+        ("docker_label", nullable_string),
     ];
     for (field, ok) in fields {
         assert!(
