@@ -6,7 +6,8 @@
 # For each requirements/<group>.txt a venv is made under $RERANK_CLIENTS_VENVS
 # (default ~/.cache/rerank-clients) and reused while the file is unchanged. The
 # server is started on the tiny test model twice, without a key and with
-# --api-key s3cret-key, and check_clients.py runs once per venv against each.
+# --api-key my-key, and check_clients.py runs once per venv against each, then
+# readme_snippets.py runs the README's "Use it from your framework" snippets.
 # The combined table is printed and written to ${OUT:-/tmp/rerank-clients}/results.md.
 # Exit status: 0 if no client failed, 1 otherwise.
 set -euo pipefail
@@ -18,7 +19,7 @@ VENVS="${RERANK_CLIENTS_VENVS:-$HOME/.cache/rerank-clients}"
 OUT="${OUT:-/tmp/rerank-clients}"
 MODEL_DIR="$ROOT/tests/fixtures/tiny"
 SERVED_NAME="bge-reranker-v2-m3" # no '/': Dify's xinference plugin rejects a model uid with one
-KEY="s3cret-key"
+KEY="my-key" # the key the README snippets send
 PYTHON="${PYTHON:-python3}"
 
 [ -x "$RERANK" ] || { echo "no rerank binary at $RERANK (build it: cargo build --release)" >&2; exit 2; }
@@ -59,6 +60,7 @@ wait_ready() { # url pid
 }
 
 server_pid=""
+readme_failed=0
 stop_server() {
     if [ -n "$server_pid" ]; then
         kill "$server_pid" 2>/dev/null || true
@@ -92,8 +94,12 @@ for mode in nokey key; do
         "$VENVS/$g/bin/python" "$HERE/check_clients.py" --base "$base" "${key_args[@]}" "${replicas[@]}" \
             --json "$OUT/$mode-$g.json" 2>&1 | tee "$OUT/$mode-$g.log" || true
     done
+    echo "-- $mode / README snippets"
+    "$PYTHON" "$HERE/readme_snippets.py" --base "$base" --venvs "$VENVS" 2>&1 | tee "$OUT/$mode-readme.log" || readme_failed=1
     stop_server
 done
 
 # 3. One table for all venvs and both modes.
-"$PYTHON" "$HERE/report.py" --out "$OUT/results.md" "$OUT"/*.json
+"$PYTHON" "$HERE/report.py" --out "$OUT/results.md" "$OUT"/*.json || status=$?
+[ "$readme_failed" = 0 ] || { echo "some README snippets failed: see $OUT/*-readme.log" >&2; status=1; }
+exit "${status:-0}"
