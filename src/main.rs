@@ -24,7 +24,7 @@ enum Command {
     Download(cli::download::DownloadArgs),
     /// Benchmark named workloads (wall time, pairs/s, tokens/s, GFLOP/s, peak RSS).
     Bench(cli::bench::BenchArgs),
-    /// Serve the rerank HTTP APIs (text-embeddings-inference /rerank, Cohere/Jina /v1/rerank).
+    /// Serve the rerank HTTP APIs (text-embeddings-inference /rerank, Cohere/Jina /v1/rerank, NVIDIA /v1/ranking).
     #[cfg(feature = "server")]
     Serve(cli::serve::ServeArgs),
 }

@@ -166,7 +166,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
-        eprintln!("listening on http://{local} (POST /rerank, /v1/rerank; GET /health, /live, /ready, /info, /metrics, /openapi.json)");
+        eprintln!("listening on http://{local} (POST /rerank, /v1/rerank, /v1/ranking; GET /health, /live, /ready, /info, /v1/models, /metrics, /openapi.json)");
         tracing::info!("listening on http://{local}");
         server::run(listener, state, server::shutdown_signal())
             .await
