@@ -305,7 +305,7 @@ fn score_writes_the_output_file() {
 }
 
 #[test]
-fn demo_prints_both_ranked_lists_and_the_verdicts() {
+fn demo_runs_the_guides_two_scripts_first_then_ours() {
     let home = TempDir::new().unwrap();
     let out = rerank(home.path())
         .args(["demo", "--model", &fixture()])
@@ -313,20 +313,83 @@ fn demo_prints_both_ranked_lists_and_the_verdicts() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let text = stdout(&out);
-    for needle in [
-        "demo 1: query 人工智能的发展趋势",
-        "demo 2: query 中国的首都是哪里？",
-        "3 passages ranked in ",
-        "5 passages ranked in ",
-        "passages sharing only the keyword 首都 ranked below it: ",
-    ] {
-        assert!(text.contains(needle), "{needle:?} not in {text}");
+    // The guide's texts, exactly (MODEL.md), each printed as `[0.9213] passage`
+    // best first (test.py) or with `耗时` and bars (test2.py), with the
+    // library's scores.
+    let guide: [(&str, &str, &[&str]); 2] = [
+        (
+            "demo 1 (the guide's test.py): 人工智能的发展趋势",
+            "人工智能的发展趋势",
+            &[
+                "机器学习是人工智能的一个分支。",
+                "苹果是一种水果，富含维生素C。",
+                "深度神经网络推动了AI技术进步。",
+            ],
+        ),
+        (
+            "demo 2 (the guide's test2.py): 中国的首都是哪里？",
+            "中国的首都是哪里？",
+            &[
+                "北京是中国的政治中心和首都。",
+                "上海是中国最大的城市，经济发达。",
+                "首都机场位于北京，是中国重要交通枢纽。",
+                "杭州有西湖，是著名的旅游城市。",
+                "首都医科大学位于北京市丰台区。",
+            ],
+        ),
+    ];
+    let rr = rerank::Reranker::load(fixture(), rerank::RerankerOptions::default()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for (n, (title, query, passages)) in guide.iter().enumerate() {
+        let at = lines
+            .iter()
+            .position(|l| l == title)
+            .unwrap_or_else(|| panic!("{title:?} not in {text}"));
+        let mut next = at + 1;
+        if n == 1 {
+            assert!(
+                lines[next].starts_with("耗时: ") && lines[next].ends_with('s'),
+                "{text}"
+            );
+            next += 1;
+        }
+        let ranked = rr.rank(query, passages, None).unwrap();
+        for (line, r) in lines[next..next + passages.len()].iter().zip(&ranked) {
+            let passage = passages[r.index];
+            let want = if n == 0 {
+                format!("[{:.4}] {passage}", r.score)
+            } else {
+                format!("[{:.4}] ", r.score)
+            };
+            assert!(
+                line.starts_with(&want) && line.ends_with(passage),
+                "{line:?} vs {want:?}"
+            );
+        }
     }
-    assert_eq!(text.matches("expected passage ranked first: ").count(), 2);
+    // The guide's two come first; ours follow.
+    let titles: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("demo "))
+        .collect();
+    assert_eq!(titles.len(), 4, "{text}");
+    assert_eq!(titles[0], guide[0].0);
+    assert_eq!(titles[1], guide[1].0);
+    assert!(
+        titles[2].contains("(ours") && titles[3].contains("(ours"),
+        "{text}"
+    );
+    assert_eq!(text.matches("\ncheck: the ").count(), 4, "{text}");
+    assert_eq!(
+        text.matches("check: passages sharing only the keyword 首都 rank below it: ")
+            .count(),
+        2
+    );
     let ranked = text.lines().filter(|l| l.starts_with('[')).count();
-    assert_eq!(ranked, 8, "{text}");
-    // --check fails exactly when a demo's expected passage is not first.
-    let all_passed = text.contains("expected passage first in 2 of 2 demos");
+    assert_eq!(ranked, 3 + 5 + 3 + 5, "{text}");
+    // --check fails exactly when a demo's check does not hold.
+    let all_passed = text.contains("checks passed in 4 of 4 demos");
     let check = rerank(home.path())
         .args(["demo", "--check", "--model", &fixture()])
         .output()
