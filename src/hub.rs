@@ -478,7 +478,7 @@ fn api_failure(e: ApiError, hub: &HubConfig) -> Failure {
 
 /// A transport error without the URL ureq puts in front (the endpoint is
 /// named separately).
-fn transport_reason(t: &ureq::Transport) -> String {
+pub fn transport_reason(t: &ureq::Transport) -> String {
     let mut s = t.kind().to_string();
     if let Some(m) = t.message() {
         s.push_str(": ");

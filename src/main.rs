@@ -27,6 +27,9 @@ enum Command {
     /// Serve the rerank HTTP APIs (text-embeddings-inference /rerank, Cohere/Jina /v1/rerank, NVIDIA /v1/ranking).
     #[cfg(feature = "server")]
     Serve(cli::serve::ServeArgs),
+    /// Ask a running server's /health (or /live, /ready) and exit 0 if it answers 200, else 1
+    /// (for a container HEALTHCHECK).
+    Health(cli::health::HealthArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +52,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => cli::bench::run(args),
         #[cfg(feature = "server")]
         Command::Serve(args) => cli::serve::run(args),
+        Command::Health(args) => cli::health::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod demo;
 pub mod download;
+pub mod health;
 pub mod rank;
 pub mod score;
 #[cfg(feature = "server")]

@@ -386,6 +386,27 @@ fn the_binary_serves_and_exits_0_on_sigterm() {
     ));
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json()["results"].as_array().unwrap().len(), 1);
+    // `rerank health` (the image's HEALTHCHECK) asks it: 0 on 200, 1 otherwise.
+    let health = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rerank"))
+            .arg("health")
+            .args(args)
+            .env_remove("RERANK_PORT")
+            .output()
+            .unwrap()
+    };
+    let port = addr.port().to_string();
+    for probe in ["health", "live", "ready"] {
+        let out = health(&["--port", &port, "--probe", probe]);
+        assert!(out.status.success(), "{probe}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("\"status\":\"ok\""));
+    }
+    let out = health(&["--url", &format!("http://{addr}/nowhere")]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404"),
+        "{out:?}"
+    );
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -393,4 +414,12 @@ fn the_binary_serves_and_exits_0_on_sigterm() {
     assert!(status.success());
     let exit = child.wait().unwrap();
     assert!(exit.success(), "exit status {exit}");
+    // Nobody listens now.
+    let out = health(&["--port", &port]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no answer") && stderr.contains("rerank serve"),
+        "{stderr}"
+    );
 }
