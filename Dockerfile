@@ -22,11 +22,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bin rerank --config profile.release.strip=true \
     && install -D -m 0755 target/release/rerank /out/rerank
 # Optionally bake a model into the image: `--build-arg MODEL=BAAI/bge-reranker-v2-m3`
-# (and `--build-arg REVISION=<commit>` to pin it). Gated models need a token:
-# `--secret id=hf_token,env=HF_TOKEN` with the RUN line below given
-# `--mount=type=secret,id=hf_token,env=HF_TOKEN` (BuildKit).
+# (and `--build-arg REVISION=<commit>` to pin it). A gated model needs a token:
+# add `--mount=type=secret,id=hf_token,env=HF_TOKEN` to the RUN line below and
+# build with `--secret id=hf_token,env=HF_TOKEN` (BuildKit); never pass a token
+# as a build argument, it would stay in the image's history.
 ARG MODEL=""
 ARG REVISION=main
+# A hub mirror for the download, e.g. --build-arg HF_ENDPOINT=https://hf-mirror.com
+ARG HF_ENDPOINT=""
 RUN mkdir -p /out/data \
     && if [ -n "$MODEL" ]; then HF_HOME=/out/data /out/rerank download "$MODEL" --revision "$REVISION"; fi
 
@@ -37,7 +40,7 @@ FROM debian:${DEBIAN}-slim
 # `docker stop` gives up and kills it.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates tini \
-    && rm -rf /var/lib/apt/lists/* \
+    && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
     && groupadd --system --gid 10001 rerank \
     && useradd --system --uid 10001 --gid 10001 --home-dir /data --no-create-home --shell /usr/sbin/nologin rerank \
     && install -d -o 10001 -g 10001 /data
