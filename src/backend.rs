@@ -9,24 +9,69 @@
 
 use crate::error::{Error, Result};
 
-/// The token-id space of a model, against which a [`PackedBatch`] is checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The token-id space of a model, against which a [`PackedBatch`] is checked
+/// and by which its positions and token types are laid out.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenSpace {
-    /// Position ids start at `pad_token_id + 1` (RoBERTa's convention).
-    pub pad_token_id: u32,
+    /// The first position id of a pair (`pad_token_id + 1` for RoBERTa, 0 for BERT).
+    pub position_offset: u32,
     /// Every id must be below it.
     pub vocab_size: usize,
     /// Most tokens per pair (what the position embeddings allow).
     pub max_tokens: usize,
+    /// Where the passage segment (token type 1) starts; `None`: every token
+    /// has type 0 (RoBERTa).
+    pub passage_types: Option<SegmentRule>,
+}
+
+/// BERT's token types, read off the ids: type 0 through the first
+/// occurrence of `separator` after the `prefix_len` template tokens (the
+/// query's `[SEP]`), type 1 after it. A query holding the separator's own
+/// text (a literal `[SEP]`, which the tokenizer turns into the special token,
+/// as transformers' does) would start the passage types early: transformers
+/// types by segment instead. Nothing else differs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentRule {
+    pub prefix_len: usize,
+    pub separator: Vec<u32>,
 }
 
 impl TokenSpace {
-    /// The token space of a validated model config.
+    /// The token space of a validated model config, every token of type 0.
     pub fn of(config: &crate::config::ModelConfig) -> Self {
         Self {
-            pad_token_id: config.pad_token_id as u32,
+            position_offset: config.position_offset(),
             vocab_size: config.vocab_size,
             max_tokens: config.max_tokens(),
+            passage_types: None,
+        }
+    }
+
+    /// With the token types of the checkpoint's pair template.
+    pub fn with_template(mut self, template: &crate::tokenize::PairTemplate) -> Self {
+        self.passage_types = template.typed_passage.then(|| SegmentRule {
+            prefix_len: template.prefix.len(),
+            separator: template.middle.clone(),
+        });
+        self
+    }
+
+    /// The token type of each token of `pair`.
+    fn types_of(&self, pair: &[u32], out: &mut Vec<u32>) {
+        let start = out.len();
+        out.resize(start + pair.len(), 0);
+        let Some(rule) = &self.passage_types else {
+            return;
+        };
+        let sep = rule.separator.as_slice();
+        if sep.is_empty() || pair.len() < rule.prefix_len + sep.len() {
+            return;
+        }
+        let split = (rule.prefix_len..=pair.len() - sep.len())
+            .find(|&i| pair[i..i + sep.len()] == *sep)
+            .map(|i| i + sep.len());
+        if let Some(split) = split {
+            out[start + split..].iter_mut().for_each(|t| *t = 1);
         }
     }
 }
@@ -39,15 +84,19 @@ impl TokenSpace {
 pub struct PackedBatch {
     /// All token ids, pair after pair.
     pub ids: Vec<u32>,
-    /// Position ids: `pad_token_id + 1 + i` within each pair.
+    /// Position ids: `position_offset + i` within each pair.
     pub positions: Vec<u32>,
+    /// Token type ids (0, or 1 in BERT's passage segment).
+    pub types: Vec<u32>,
     /// Start of each pair in `ids`, plus the total length at the end.
     pub offsets: Vec<usize>,
 }
 
 impl PackedBatch {
     /// Packs pairs of token ids. Position ids follow
-    /// `create_position_ids_from_input_ids`: real tokens get `pad + 1 + index`.
+    /// `create_position_ids_from_input_ids` for RoBERTa (real tokens get
+    /// `pad + 1 + index`) and count from 0 for BERT; token types follow
+    /// [`TokenSpace::passage_types`].
     ///
     /// Every pair must hold at least one token, at most `space.max_tokens`,
     /// each below `space.vocab_size`: the models index embeddings with them
@@ -76,17 +125,20 @@ impl PackedBatch {
         let total = pairs.iter().map(|p| p.as_ref().len()).sum();
         let mut ids = Vec::with_capacity(total);
         let mut positions = Vec::with_capacity(total);
+        let mut types = Vec::with_capacity(total);
         let mut offsets = Vec::with_capacity(pairs.len() + 1);
         for p in pairs {
             let p = p.as_ref();
             offsets.push(ids.len());
             ids.extend_from_slice(p);
-            positions.extend((0..p.len() as u32).map(|i| space.pad_token_id + 1 + i));
+            positions.extend((0..p.len() as u32).map(|i| space.position_offset + i));
+            space.types_of(p, &mut types);
         }
         offsets.push(ids.len());
         Ok(Self {
             ids,
             positions,
+            types,
             offsets,
         })
     }
@@ -270,9 +322,10 @@ mod tests {
     use super::*;
 
     const SPACE: TokenSpace = TokenSpace {
-        pad_token_id: 1,
+        position_offset: 2,
         vocab_size: 10,
         max_tokens: 6,
+        passage_types: None,
     };
 
     #[test]
@@ -280,8 +333,25 @@ mod tests {
         let b = PackedBatch::new(&[vec![0u32, 5, 2], vec![0, 2]], &SPACE).unwrap();
         assert_eq!(b.ids, [0, 5, 2, 0, 2]);
         assert_eq!(b.positions, [2, 3, 4, 2, 3]);
+        assert_eq!(b.types, [0; 5]);
         assert_eq!(b.offsets, [0, 3, 5]);
         assert_eq!((b.len(), b.pair(1)), (2, (3, 2)));
+    }
+
+    #[test]
+    fn bert_positions_start_at_0_and_the_passage_has_type_1() {
+        // [CLS]=1 q [SEP]=2 p [SEP]=2; the query holds no separator.
+        let space = TokenSpace {
+            position_offset: 0,
+            passage_types: Some(SegmentRule {
+                prefix_len: 1,
+                separator: vec![2],
+            }),
+            ..SPACE
+        };
+        let b = PackedBatch::new(&[vec![1u32, 5, 2, 6, 7, 2], vec![1, 2, 2]], &space).unwrap();
+        assert_eq!(b.positions, [0, 1, 2, 3, 4, 5, 0, 1, 2]);
+        assert_eq!(b.types, [0, 0, 0, 1, 1, 1, 0, 0, 1]);
     }
 
     #[test]

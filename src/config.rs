@@ -9,7 +9,36 @@ use crate::error::{Error, Result};
 /// What this engine can run, for error messages.
 pub const SUPPORTED: &str =
     "XLMRobertaForSequenceClassification or RobertaForSequenceClassification \
-     with one label (e.g. BAAI/bge-reranker-v2-m3, bge-reranker-base, bge-reranker-large)";
+     with one label (e.g. BAAI/bge-reranker-v2-m3, bge-reranker-base, bge-reranker-large), \
+     or BertForSequenceClassification with one label (e.g. cross-encoder/ms-marco-MiniLM-L-6-v2)";
+
+/// The two graphs this engine runs. They differ only in tensor names, where
+/// positions start, token types and the length limit; the layers are the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// `XLMRobertaForSequenceClassification` / `RobertaForSequenceClassification`:
+    /// positions from `pad_token_id + 1`, one token type.
+    Roberta,
+    /// `BertForSequenceClassification`: positions from 0, token type 1 for the
+    /// passage segment, the pooler (dense + tanh on `[CLS]`) then the classifier.
+    Bert,
+}
+
+/// What turns a logit into a score by default: the checkpoint's
+/// sentence-transformers `activation_fn` when it names one, else sigmoid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Sigmoid,
+    Identity,
+}
+
+/// `config.json`'s `sentence_transformers` block (written by
+/// sentence-transformers' `CrossEncoder.save`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SentenceTransformersConfig {
+    #[serde(default)]
+    pub activation_fn: Option<String>,
+}
 
 /// The architecture fields of `config.json` that the forward pass needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -38,6 +67,8 @@ pub struct ModelConfig {
     pub num_labels: Option<usize>,
     #[serde(default)]
     pub id2label: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub sentence_transformers: Option<SentenceTransformersConfig>,
 }
 
 fn default_act() -> String {
@@ -80,14 +111,14 @@ impl ModelConfig {
             found,
             supported: SUPPORTED,
         };
-        let arch_ok = self.architectures.iter().any(|a| {
-            a == "XLMRobertaForSequenceClassification" || a == "RobertaForSequenceClassification"
-        });
-        if !arch_ok {
+        if self.find_architecture().is_none() {
             return Err(unsupported(format!(
                 "architectures {:?} (model_type {:?})",
                 self.architectures, self.model_type
             )));
+        }
+        if let Err(found) = self.activation() {
+            return Err(unsupported(found));
         }
         if self.labels() != 1 {
             return Err(unsupported(format!(
@@ -114,7 +145,7 @@ impl ModelConfig {
                 self.hidden_size, self.num_attention_heads
             )));
         }
-        if self.max_position_embeddings <= self.pad_token_id + 1 + 4 {
+        if self.max_position_embeddings <= self.position_offset() as usize + 4 {
             return Err(unsupported(format!(
                 "max_position_embeddings {} leaves no room for a pair",
                 self.max_position_embeddings
@@ -130,10 +161,53 @@ impl ModelConfig {
             .unwrap_or(2)
     }
 
-    /// Longest pair (special tokens included) the position embeddings allow:
-    /// positions start at `pad_token_id + 1` (RoBERTa's offset).
+    fn find_architecture(&self) -> Option<Architecture> {
+        self.architectures.iter().find_map(|a| match a.as_str() {
+            "XLMRobertaForSequenceClassification" | "RobertaForSequenceClassification" => {
+                Some(Architecture::Roberta)
+            }
+            "BertForSequenceClassification" => Some(Architecture::Bert),
+            _ => None,
+        })
+    }
+
+    /// Which graph the checkpoint is (validated by [`Self::from_file`]).
+    pub fn architecture(&self) -> Architecture {
+        self.find_architecture().unwrap_or(Architecture::Roberta)
+    }
+
+    /// The first position id of a pair: `pad_token_id + 1` for RoBERTa
+    /// (`create_position_ids_from_input_ids`), 0 for BERT.
+    pub fn position_offset(&self) -> u32 {
+        match self.architecture() {
+            Architecture::Roberta => self.pad_token_id as u32 + 1,
+            Architecture::Bert => 0,
+        }
+    }
+
+    /// Longest pair (special tokens included) the position embeddings allow.
     pub fn max_tokens(&self) -> usize {
-        self.max_position_embeddings - self.pad_token_id - 1
+        self.max_position_embeddings - self.position_offset() as usize
+    }
+
+    /// The default score of a logit: the checkpoint's
+    /// `sentence_transformers.activation_fn` (sigmoid or identity) when set,
+    /// else sigmoid; another function is an error naming it.
+    pub fn activation(&self) -> std::result::Result<Activation, String> {
+        let Some(name) = self
+            .sentence_transformers
+            .as_ref()
+            .and_then(|s| s.activation_fn.as_deref())
+        else {
+            return Ok(Activation::Sigmoid);
+        };
+        match name.rsplit('.').next().unwrap_or(name) {
+            "Sigmoid" => Ok(Activation::Sigmoid),
+            "Identity" => Ok(Activation::Identity),
+            _ => Err(format!(
+                "sentence_transformers.activation_fn {name:?}; only Sigmoid and Identity are implemented (--raw gives the logits)"
+            )),
+        }
     }
 
     /// Size of one attention head.
@@ -162,6 +236,7 @@ impl ModelConfig {
                 "0".to_string(),
                 serde_json::Value::String("LABEL_0".into()),
             )])),
+            sentence_transformers: None,
         }
     }
 }

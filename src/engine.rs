@@ -116,8 +116,8 @@ impl Reranker {
     /// Loads a model from explicit files.
     pub fn load_files(files: &ModelFiles, options: RerankerOptions) -> Result<Self> {
         let config = ModelConfig::from_file(&files.config)?;
-        let truncation = truncation_params(&options, &config)?;
         let encoder = PairEncoder::from_file(&files.tokenizer)?;
+        let truncation = truncation_params(&options, &config, &encoder)?;
         if encoder.vocab_size() > config.vocab_size {
             return Err(Error::Weights {
                 path: files.tokenizer.clone(),
@@ -149,7 +149,7 @@ impl Reranker {
         config: ModelConfig,
         options: RerankerOptions,
     ) -> Result<Self> {
-        let truncation = truncation_params(&options, &config)?;
+        let truncation = truncation_params(&options, &config, &encoder)?;
         let dtype = options.dtype.unwrap_or(Dtype::default_for(options.device));
         Ok(Self {
             model,
@@ -263,13 +263,19 @@ impl Reranker {
         }
     }
 
-    /// How logits become scores, from the options.
+    /// How logits become scores: raw logits with `raw_scores`, else the
+    /// checkpoint's activation (sentence-transformers' `activation_fn`:
+    /// sigmoid unless it says identity).
     pub fn transform(&self) -> ScoreTransform {
-        ScoreTransform::raw_if(self.options.raw_scores)
+        let identity = self.config.activation() == Ok(crate::config::Activation::Identity);
+        ScoreTransform::raw_if(self.options.raw_scores || identity)
     }
 
     fn pack<P: AsRef<[u32]>>(&self, pairs: &[P]) -> Result<PackedBatch> {
-        PackedBatch::new(pairs, &TokenSpace::of(&self.config))
+        PackedBatch::new(
+            pairs,
+            &TokenSpace::of(&self.config).with_template(self.encoder.template()),
+        )
     }
 
     /// Raw logits and each pair's final `<s>` hidden state (what the
@@ -302,7 +308,11 @@ impl Backend for Reranker {
     }
 }
 
-fn truncation_params(options: &RerankerOptions, config: &ModelConfig) -> Result<TruncationParams> {
+fn truncation_params(
+    options: &RerankerOptions,
+    config: &ModelConfig,
+    encoder: &PairEncoder,
+) -> Result<TruncationParams> {
     let limit = config.max_tokens();
     let max_length = options.max_length.unwrap_or(DEFAULT_MAX_LENGTH.min(limit));
     if max_length > limit {
@@ -311,7 +321,7 @@ fn truncation_params(options: &RerankerOptions, config: &ModelConfig) -> Result<
             limit,
         });
     }
-    let min = crate::tokenize::SPECIAL_TOKENS_PER_PAIR;
+    let min = encoder.template().special_tokens();
     if max_length < min {
         return Err(Error::InvalidOption(format!(
             "max_length {max_length} is too small: a pair needs at least {min} special tokens"

@@ -77,7 +77,7 @@ pub fn tokenizer_json(cfg: &ModelConfig) -> String {
 /// with standard deviation 0.02 (the family's initializer range), LayerNorm
 /// weights 1 and biases 0, so activations stay in a realistic range.
 pub fn weights(cfg: &ModelConfig, seed: u64) -> Result<HashMap<String, Tensor>> {
-    Checkpoint::xlm_roberta(cfg)
+    Checkpoint::for_config(cfg)
         .tensors()
         .into_iter()
         .enumerate()

@@ -1,11 +1,13 @@
-//! Pair encoding `<s> query </s></s> passage </s>` and the truncation strategies
+//! Pair encoding with the checkpoint's own pair template (`<s> q </s></s> p </s>`
+//! for XLM-R, `[CLS] q [SEP] p [SEP]` for BERT) and the truncation strategies
 //! of the reference tools.
 //!
 //! Query and passage are tokenized separately without special tokens (exactly
 //! what the `tokenizers` library does inside a pair encoding), truncated here,
-//! then joined with RoBERTa's pair template. Doing the truncation on id vectors
-//! lets one `Tokenizer` serve every strategy and direction, and lets a query
-//! shared by many passages be tokenized once.
+//! then joined with the template that `tokenizer.json`'s post-processor adds
+//! (read once, by encoding a probe pair: see [`PairTemplate`]). Doing the
+//! truncation on id vectors lets one `Tokenizer` serve every strategy and
+//! direction, and lets a query shared by many passages be tokenized once.
 
 use std::path::Path;
 
@@ -14,8 +16,72 @@ use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
 
-/// Special tokens added to every pair: `<s>`, `</s></s>` between, `</s>` at the end.
+/// Special tokens XLM-R's template adds to every pair: `<s>`, `</s></s>`
+/// between, `</s>` at the end (the synthetic benchmark models' tokenizer);
+/// a loaded model's count is [`PairTemplate::special_tokens`].
 pub const SPECIAL_TOKENS_PER_PAIR: usize = 4;
+
+/// The special tokens the post-processor of `tokenizer.json` puts before,
+/// between and after the two texts of a pair, and their token types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairTemplate {
+    pub prefix: Vec<u32>,
+    pub middle: Vec<u32>,
+    pub suffix: Vec<u32>,
+    /// Whether the passage and the suffix have token type 1 (BERT's template;
+    /// everything before has type 0). Otherwise every token has type 0.
+    pub typed_passage: bool,
+}
+
+impl PairTemplate {
+    /// Special tokens per pair.
+    pub fn special_tokens(&self) -> usize {
+        self.prefix.len() + self.middle.len() + self.suffix.len()
+    }
+
+    /// Reads the template by encoding the probe pair ("a", "b") with and
+    /// without special tokens.
+    fn of(tokenizer: &Tokenizer, origin: &Path) -> Result<Self> {
+        let unsupported = |why: String| Error::UnsupportedModel {
+            path: origin.to_path_buf(),
+            found: format!("a tokenizer whose pair template cannot be read ({why})"),
+            supported: crate::config::SUPPORTED,
+        };
+        let plain = |t: &str| -> Result<Vec<u32>> {
+            Ok(tokenizer
+                .encode_fast(t, false)
+                .map_err(|e| Error::Tokenizer(e.to_string()))?
+                .get_ids()
+                .to_vec())
+        };
+        let (a, b) = (plain("a")?, plain("b")?);
+        let pair = tokenizer
+            .encode_fast(("a", "b"), true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let (ids, types) = (pair.get_ids(), pair.get_type_ids());
+        let find = |needle: &[u32], from: usize| {
+            (from..=ids.len().saturating_sub(needle.len()))
+                .find(|&i| !needle.is_empty() && ids[i..i + needle.len()] == *needle)
+        };
+        let i = find(&a, 0).ok_or_else(|| unsupported("the query is not in the pair".into()))?;
+        let j = find(&b, i + a.len())
+            .ok_or_else(|| unsupported("the passage is not in the pair".into()))?;
+        let second = j;
+        if types[..second].iter().any(|&t| t != 0) {
+            return Err(unsupported(format!("token types {types:?} before the passage")));
+        }
+        let passage_type = types[second];
+        if passage_type > 1 || types[second..].iter().any(|&t| t != passage_type) {
+            return Err(unsupported(format!("token types {types:?}")));
+        }
+        Ok(Self {
+            prefix: ids[..i].to_vec(),
+            middle: ids[i + a.len()..j].to_vec(),
+            suffix: ids[j + b.len()..].to_vec(),
+            typed_passage: passage_type == 1,
+        })
+    }
+}
 
 /// How a pair longer than `max_length` is cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -88,8 +154,7 @@ pub struct TruncationParams {
 /// Tokenizer plus the pair template.
 pub struct PairEncoder {
     tokenizer: Tokenizer,
-    bos: u32,
-    eos: u32,
+    template: PairTemplate,
 }
 
 impl PairEncoder {
@@ -115,21 +180,16 @@ impl PairEncoder {
             .with_truncation(None)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         tokenizer.with_padding(None);
-        let id = |tok: &str| {
-            tokenizer
-                .token_to_id(tok)
-                .ok_or_else(|| Error::UnsupportedModel {
-                    path: origin.to_path_buf(),
-                    found: format!("a tokenizer without the special token {tok}"),
-                    supported: crate::config::SUPPORTED,
-                })
-        };
-        let (bos, eos) = (id("<s>")?, id("</s>")?);
+        let template = PairTemplate::of(&tokenizer, origin)?;
         Ok(Self {
             tokenizer,
-            bos,
-            eos,
+            template,
         })
+    }
+
+    /// The special tokens of a pair, as the checkpoint's post-processor adds them.
+    pub fn template(&self) -> &PairTemplate {
+        &self.template
     }
 
     /// Number of entries in the vocabulary (with added tokens).
@@ -184,10 +244,13 @@ impl PairEncoder {
             .collect()
     }
 
-    /// Truncates the two id lists and joins them as `<s> q </s></s> p </s>`.
+    /// Truncates the two id lists and joins them with the template
+    /// (`<s> q </s></s> p </s>`, `[CLS] q [SEP] p [SEP]`).
     fn join(&self, q: &[u32], p: &[u32], t: &TruncationParams) -> EncodedPair {
-        let untruncated_len = q.len() + p.len() + SPECIAL_TOKENS_PER_PAIR;
-        let budget = t.max_length.saturating_sub(SPECIAL_TOKENS_PER_PAIR);
+        let tpl = &self.template;
+        let specials = tpl.special_tokens();
+        let untruncated_len = q.len() + p.len() + specials;
+        let budget = t.max_length.saturating_sub(specials);
         let (nq, np) = match t.strategy {
             Truncation::LongestFirst => longest_first(q.len(), p.len(), budget),
             Truncation::OnlySecond => {
@@ -198,12 +261,12 @@ impl PairEncoder {
                 (nq, np)
             }
         };
-        let mut ids = Vec::with_capacity(nq + np + SPECIAL_TOKENS_PER_PAIR);
-        ids.push(self.bos);
+        let mut ids = Vec::with_capacity(nq + np + specials);
+        ids.extend_from_slice(&tpl.prefix);
         ids.extend_from_slice(cut(q, nq, t.side));
-        ids.extend_from_slice(&[self.eos, self.eos]);
+        ids.extend_from_slice(&tpl.middle);
         ids.extend_from_slice(cut(p, np, t.side));
-        ids.push(self.eos);
+        ids.extend_from_slice(&tpl.suffix);
         EncodedPair {
             ids,
             untruncated_len,

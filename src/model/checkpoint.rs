@@ -5,9 +5,13 @@
 //!
 //! Names follow `XLMRobertaForSequenceClassification` (and
 //! `RobertaForSequenceClassification`, the same graph): `roberta.embeddings.*`,
-//! `roberta.encoder.layer.N.*`, `classifier.{dense,out_proj}`.
+//! `roberta.encoder.layer.N.*`, `classifier.{dense,out_proj}`; or
+//! `BertForSequenceClassification`: `bert.embeddings.*`,
+//! `bert.encoder.layer.N.*` (the same layer names), `bert.pooler.dense` and
+//! `classifier`. The two heads compute the same thing: dense → tanh → one
+//! logit, on the first token.
 
-use crate::config::ModelConfig;
+use crate::config::{Architecture, ModelConfig};
 
 /// A linear layer's tensors: `weight` (out × in, as stored) and `bias` (out).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,29 +91,57 @@ pub enum Role {
 pub struct Checkpoint {
     pub word_embeddings: TableNames,
     pub position_embeddings: TableNames,
-    /// Only row 0 is read: a cross-encoder of this family always passes
-    /// token_type_ids = 0.
+    /// Indexed by the token type ids (all 0 for RoBERTa, whose table has one row).
     pub token_type_embeddings: TableNames,
     pub embeddings_norm: NormNames,
     pub layers: Vec<LayerNames>,
-    /// `RobertaClassificationHead`: dense → tanh → out_proj, on `<s>`.
+    /// `RobertaClassificationHead` (dense → tanh → out_proj) or BERT's pooler
+    /// (dense → tanh) and classifier, on the first token.
     pub classifier_dense: LinearNames,
     pub classifier_out: LinearNames,
 }
 
 impl Checkpoint {
+    /// The names of `cfg`'s architecture.
+    pub fn for_config(cfg: &ModelConfig) -> Self {
+        match cfg.architecture() {
+            Architecture::Roberta => Self::xlm_roberta(cfg),
+            Architecture::Bert => Self::bert(cfg),
+        }
+    }
+
     /// The names of an `XLMRobertaForSequenceClassification` checkpoint with
     /// one label, shaped by `cfg`.
     pub fn xlm_roberta(cfg: &ModelConfig) -> Self {
+        Self {
+            classifier_dense: LinearNames::new("classifier.dense", cfg.hidden_size, cfg.hidden_size),
+            classifier_out: LinearNames::new("classifier.out_proj", cfg.hidden_size, 1),
+            ..Self::encoder("roberta", cfg)
+        }
+    }
+
+    /// The names of a `BertForSequenceClassification` checkpoint with one
+    /// label, shaped by `cfg`.
+    pub fn bert(cfg: &ModelConfig) -> Self {
+        Self {
+            classifier_dense: LinearNames::new("bert.pooler.dense", cfg.hidden_size, cfg.hidden_size),
+            classifier_out: LinearNames::new("classifier", cfg.hidden_size, 1),
+            ..Self::encoder("bert", cfg)
+        }
+    }
+
+    /// Embeddings and layers under `prefix` (the same names in both
+    /// architectures); the head is filled in by the caller.
+    fn encoder(prefix: &str, cfg: &ModelConfig) -> Self {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         let table = |name: &str, rows| TableNames {
-            name: format!("roberta.embeddings.{name}.weight"),
+            name: format!("{prefix}.embeddings.{name}.weight"),
             rows,
             dim: h,
         };
         let layers = (0..cfg.num_hidden_layers)
             .map(|n| {
-                let p = format!("roberta.encoder.layer.{n}");
+                let p = format!("{prefix}.encoder.layer.{n}");
                 let lin = |s: &str, a, b| LinearNames::new(&format!("{p}.{s}"), a, b);
                 LayerNames {
                     query: lin("attention.self.query", h, h),
@@ -127,10 +159,10 @@ impl Checkpoint {
             word_embeddings: table("word_embeddings", cfg.vocab_size),
             position_embeddings: table("position_embeddings", cfg.max_position_embeddings),
             token_type_embeddings: table("token_type_embeddings", cfg.type_vocab_size),
-            embeddings_norm: NormNames::new("roberta.embeddings.LayerNorm", h),
+            embeddings_norm: NormNames::new(&format!("{prefix}.embeddings.LayerNorm"), h),
             layers,
-            classifier_dense: LinearNames::new("classifier.dense", h, h),
-            classifier_out: LinearNames::new("classifier.out_proj", h, 1),
+            classifier_dense: LinearNames::new("", 0, 0),
+            classifier_out: LinearNames::new("", 0, 0),
         }
     }
 

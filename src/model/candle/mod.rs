@@ -31,8 +31,7 @@ use crate::model::checkpoint::{Checkpoint, LayerNames};
 struct Embeddings {
     word_embeddings: Tensor,
     position_embeddings: Tensor,
-    /// Row 0 of `token_type_embeddings`: a cross-encoder of this family
-    /// always passes token_type_ids = 0 (type_vocab_size is 1).
+    /// `token_type_embeddings`, indexed by the batch's token types.
     token_type: Tensor,
     layer_norm: LayerNorm,
 }
@@ -43,7 +42,7 @@ impl Embeddings {
         Ok(Self {
             word_embeddings: table(&names.word_embeddings)?,
             position_embeddings: table(&names.position_embeddings)?,
-            token_type: table(&names.token_type_embeddings)?.i(0)?,
+            token_type: table(&names.token_type_embeddings)?,
             layer_norm: LayerNorm::load(vb, &names.embeddings_norm, eps)?,
         })
     }
@@ -53,7 +52,11 @@ impl Embeddings {
         let pos = Tensor::new(batch.positions.as_slice(), device)?;
         let x = self.word_embeddings.index_select(&ids, 0)?;
         let x = (x + self.position_embeddings.index_select(&pos, 0)?)?;
-        let x = x.broadcast_add(&self.token_type)?;
+        // A type the table lacks (a RoBERTa table has one row) reads row 0.
+        let rows = self.token_type.dim(0)? as u32;
+        let types: Vec<u32> = batch.types.iter().map(|&t| t.min(rows - 1)).collect();
+        let types = Tensor::new(types.as_slice(), device)?;
+        let x = (x + self.token_type.index_select(&types, 0)?)?;
         self.layer_norm.forward(&x)
     }
 }
@@ -222,7 +225,7 @@ impl XlmRobertaForSequenceClassification {
     /// Loads from a `VarBuilder` rooted at the checkpoint, tensors named by
     /// [`Checkpoint::xlm_roberta`].
     pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> candle_core::Result<Self> {
-        let names = Checkpoint::xlm_roberta(cfg);
+        let names = Checkpoint::for_config(cfg);
         let layers = names
             .layers
             .iter()

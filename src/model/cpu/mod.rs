@@ -66,7 +66,8 @@ struct Layer {
 pub struct CpuModel {
     word_embeddings: Buf,
     position_embeddings: Buf,
-    token_type: Vec<f32>,
+    /// `token_type_embeddings`, indexed by the batch's token types.
+    token_type: Buf,
     embeddings_norm: LayerNorm,
     layers: Vec<Layer>,
     classifier_dense: Linear,
@@ -127,7 +128,7 @@ impl CpuModel {
             _ => {}
         }
         let t = source.tensors()?;
-        let names = Checkpoint::xlm_roberta(cfg);
+        let names = Checkpoint::for_config(cfg);
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         // int8 on the attention output and FFN output projections alone costs
         // more accuracy than on the other two: their inputs (attention context,
@@ -178,7 +179,7 @@ impl CpuModel {
         Ok(Self {
             word_embeddings: table(&names.word_embeddings)?,
             position_embeddings: table(&names.position_embeddings)?,
-            token_type: table(&names.token_type_embeddings)?.as_slice()[..h].to_vec(),
+            token_type: table(&names.token_type_embeddings)?,
             embeddings_norm: LayerNorm::load(&t, &names.embeddings_norm)?,
             layers,
             classifier_dense: Linear::load(&t, &names.classifier_dense, kernels)?,
@@ -306,16 +307,20 @@ impl CpuModel {
     /// word + position + token type embeddings, then LayerNorm.
     fn embed(&self, batch: &PackedBatch) -> Vec<f32> {
         let h = self.hidden;
-        let (word, pos) = (
+        let (word, pos, types) = (
             self.word_embeddings.as_slice(),
             self.position_embeddings.as_slice(),
+            self.token_type.as_slice(),
         );
+        let type_rows = types.len() / h;
         let mut x = vec![0f32; batch.ids.len() * h];
         x.par_chunks_mut(h).enumerate().for_each(|(t, row)| {
             let (id, p) = (batch.ids[t] as usize, batch.positions[t] as usize);
+            // A type the table lacks (a RoBERTa table has one row) reads row 0.
+            let tt = (batch.types[t] as usize).min(type_rows - 1);
             kernels::add_into(row, &word[id * h..(id + 1) * h], &pos[p * h..(p + 1) * h]);
-            for (v, &tt) in row.iter_mut().zip(&self.token_type) {
-                *v += tt;
+            for (v, &e) in row.iter_mut().zip(&types[tt * h..(tt + 1) * h]) {
+                *v += e;
             }
         });
         self.embeddings_norm.apply(&mut x, h, self.eps);
