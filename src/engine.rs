@@ -335,7 +335,11 @@ fn truncation_params(
             "max_batch_tokens must be at least 1".into(),
         ));
     }
-    let query_max_length = options.query_max_length.unwrap_or(max_length * 3 / 4);
+    // FlagReranker's default (3/4 of max_length), kept below the room a
+    // passage needs for tiny max_length; a value given is checked as is.
+    let query_max_length = options
+        .query_max_length
+        .unwrap_or((max_length * 3 / 4).min(max_length - min));
     if query_max_length > max_length - min {
         return Err(Error::InvalidOption(format!(
             "query_max_length {query_max_length} leaves no room for the passage: it must be at most max_length - {min} = {}",

@@ -68,7 +68,9 @@ impl PairTemplate {
             .ok_or_else(|| unsupported("the passage is not in the pair".into()))?;
         let second = j;
         if types[..second].iter().any(|&t| t != 0) {
-            return Err(unsupported(format!("token types {types:?} before the passage")));
+            return Err(unsupported(format!(
+                "token types {types:?} before the passage"
+            )));
         }
         let passage_type = types[second];
         if passage_type > 1 || types[second..].iter().any(|&t| t != passage_type) {

@@ -114,7 +114,11 @@ impl Checkpoint {
     /// one label, shaped by `cfg`.
     pub fn xlm_roberta(cfg: &ModelConfig) -> Self {
         Self {
-            classifier_dense: LinearNames::new("classifier.dense", cfg.hidden_size, cfg.hidden_size),
+            classifier_dense: LinearNames::new(
+                "classifier.dense",
+                cfg.hidden_size,
+                cfg.hidden_size,
+            ),
             classifier_out: LinearNames::new("classifier.out_proj", cfg.hidden_size, 1),
             ..Self::encoder("roberta", cfg)
         }
@@ -124,7 +128,11 @@ impl Checkpoint {
     /// label, shaped by `cfg`.
     pub fn bert(cfg: &ModelConfig) -> Self {
         Self {
-            classifier_dense: LinearNames::new("bert.pooler.dense", cfg.hidden_size, cfg.hidden_size),
+            classifier_dense: LinearNames::new(
+                "bert.pooler.dense",
+                cfg.hidden_size,
+                cfg.hidden_size,
+            ),
             classifier_out: LinearNames::new("classifier", cfg.hidden_size, 1),
             ..Self::encoder("bert", cfg)
         }
@@ -208,7 +216,15 @@ mod tests {
     /// the map with its shape, and nothing else.
     #[test]
     fn the_map_names_every_tensor_of_a_transformers_checkpoint() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny");
+        for fixture in ["tiny", "tiny-bert"] {
+            names_every_tensor_of(fixture);
+        }
+    }
+
+    fn names_every_tensor_of(fixture: &str) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(fixture);
         let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
         let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -220,12 +236,12 @@ mod tests {
             .filter(|(name, _)| !name.ends_with("position_ids"))
             .collect();
         want.sort();
-        let mut got: Vec<(String, Vec<usize>)> = Checkpoint::xlm_roberta(&cfg)
+        let mut got: Vec<(String, Vec<usize>)> = Checkpoint::for_config(&cfg)
             .tensors()
             .into_iter()
             .map(|(name, shape, _)| (name, shape))
             .collect();
         got.sort();
-        assert_eq!(got, want);
+        assert_eq!(got, want, "{fixture}");
     }
 }

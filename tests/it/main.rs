@@ -2,6 +2,7 @@
 //! the library and its dependencies instead of one per file. Filter by module,
 //! e.g. `cargo test --test it -- precision:: server::`.
 
+mod bert;
 mod cli;
 mod cli_hub;
 mod engine;
