@@ -10,6 +10,7 @@ mod fixtures;
 mod hub;
 mod load_errors;
 mod precision;
+mod real_bert;
 #[cfg(feature = "server")]
 mod server;
 #[cfg(feature = "server")]

