@@ -97,10 +97,29 @@ impl ModelConfig {
                 }
             }
         })?;
-        let cfg: Self = serde_json::from_str(&text).map_err(|e| Error::CorruptFile {
+        let mut cfg: Self = serde_json::from_str(&text).map_err(|e| Error::CorruptFile {
             path: path.to_path_buf(),
             reason: format!("not a valid model config ({e})"),
         })?;
+        // sentence-transformers may keep the activation in its own file next
+        // to config.json instead; config.json's block wins when both have one.
+        let st_path = path.with_file_name("config_sentence_transformers.json");
+        if cfg
+            .sentence_transformers
+            .as_ref()
+            .is_none_or(|s| s.activation_fn.is_none())
+        {
+            if let Ok(text) = std::fs::read_to_string(&st_path) {
+                let st: SentenceTransformersConfig =
+                    serde_json::from_str(&text).map_err(|e| Error::CorruptFile {
+                        path: st_path.clone(),
+                        reason: format!("not a valid sentence-transformers config ({e})"),
+                    })?;
+                if st.activation_fn.is_some() {
+                    cfg.sentence_transformers = Some(st);
+                }
+            }
+        }
         cfg.validate(path)?;
         Ok(cfg)
     }

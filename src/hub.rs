@@ -28,6 +28,7 @@ pub const DEFAULT_REVISION: &str = "main";
 /// The files fetched besides the weights.
 const CONFIG: &str = "config.json";
 const TOKENIZER: &str = "tokenizer.json";
+const ST_CONFIG: &str = "config_sentence_transformers.json";
 /// Weights, in order of preference.
 const SAFETENSORS: &str = "model.safetensors";
 const PYTORCH: &str = "pytorch_model.bin";
@@ -389,7 +390,7 @@ fn fetch(
     } else {
         return Err(Failure {
             reason: format!("the repository has no {SAFETENSORS} or {PYTORCH}"),
-            fix: "check the model id; this engine runs XLMRobertaForSequenceClassification checkpoints such as BAAI/bge-reranker-v2-m3".into(),
+            fix: "check the model id; this engine runs XLMRobertaForSequenceClassification checkpoints such as BAAI/bge-reranker-v2-m3 and BertForSequenceClassification ones such as cross-encoder/ms-marco-MiniLM-L-6-v2".into(),
         });
     };
     if let Some(absent) = [CONFIG, TOKENIZER]
@@ -414,6 +415,12 @@ fn fetch(
                 .map_err(|e| api_failure(e, hub))?;
             paths.push(path);
         }
+    }
+    // sentence-transformers' own config may name the score activation
+    // (read next to config.json by `ModelConfig::from_file`).
+    if listed.contains(ST_CONFIG) && !snapshot.join(ST_CONFIG).exists() {
+        repo.download_with_progress(ST_CONFIG, Adapter(progress))
+            .map_err(|e| api_failure(e, hub))?;
     }
     // Record which commit the revision names, so that later (offline)
     // lookups find these files, as huggingface_hub does.

@@ -173,6 +173,20 @@ fn the_checkpoints_activation_fn_decides_the_default_score() {
         .unwrap()
         .to_string();
     assert!(err.contains("Tanh") && err.contains("Identity"), "{err}");
+    // Or in sentence-transformers' own file next to config.json.
+    config
+        .as_object_mut()
+        .unwrap()
+        .remove("sentence_transformers");
+    std::fs::write(tmp.path().join("config.json"), config.to_string()).unwrap();
+    std::fs::write(
+        tmp.path().join("config_sentence_transformers.json"),
+        r#"{"activation_fn": "torch.nn.modules.linear.Identity", "version": "5.1.0"}"#,
+    )
+    .unwrap();
+    let rr = Reranker::load(tmp.path(), RerankerOptions::default()).unwrap();
+    let got = rr.score(&pair).unwrap()[0];
+    assert!((got - case.logit).abs() <= 1e-5, "{got} vs {}", case.logit);
 }
 
 #[test]
