@@ -1,7 +1,8 @@
 //! # rerank
 //!
 //! A cross-encoder reranking engine for BAAI/bge-reranker-v2-m3 and models of
-//! the same family (`XLMRobertaForSequenceClassification` with one label),
+//! the same family (`XLMRobertaForSequenceClassification` with one label) and
+//! BERT cross-encoders (`BertForSequenceClassification` with one label),
 //! scoring `(query, passage)` pairs exactly as the PyTorch reference does.
 //!
 //! ```no_run
