@@ -202,7 +202,15 @@ class CrossEncoder:
             device=_device(device),
             truncation=truncation,
             max_batch_tokens=batch_tokens,
+            clamp_max_length=True,
         )
+        if max_length is not None and self.engine.max_length < max_length:
+            # sentence-transformers accepts it and fails on the first long input
+            warnings.warn(
+                f"max_length {max_length} exceeds this model's limit of {self.engine.max_length} "
+                f"tokens per pair; using {self.engine.max_length}",
+                stacklevel=2,
+            )
         self.model_name_or_path = str(model_name_or_path)
         self.num_labels = self.engine.num_labels
         self.max_length = self.engine.max_length
@@ -297,8 +305,8 @@ class FlagReranker:
     ``normalize=True``, FlagEmbedding's truncation (the query cut to
     ``query_max_length``, default 3/4 of ``max_length``, then only the passage).
 
-    ``use_fp16=True`` runs f16 on CUDA and bf16 on CPU (FlagEmbedding turns
-    fp16 off on CPU; ours keeps f32's ranking within bf16's error). ``max_length``
+    ``use_fp16=True`` runs f16 on CUDA and f32 on CPU, as FlagEmbedding
+    (``dtype="bf16"`` or ``"int8"`` is the faster CPU choice). ``max_length``
     is capped at the model's own limit. Extras: ``dtype``, ``threads``.
     """
 
@@ -336,8 +344,8 @@ class FlagReranker:
         if isinstance(devices, int) or (isinstance(devices, str) and devices.isdigit()):
             devices = f"cuda:{devices}"
         device = _device(devices)
-        if dtype is None and use_fp16:
-            dtype = "bf16" if device == "cpu" else "f16"
+        if dtype is None and use_fp16 and device != "cpu":
+            dtype = "f16"  # FlagEmbedding turns fp16 off on CPU: f32 there
         self.query_instruction = (query_instruction_for_rerank, query_instruction_format)
         self.passage_instruction = (passage_instruction_for_rerank, passage_instruction_format)
         self.engine = _load(
@@ -347,6 +355,9 @@ class FlagReranker:
             dtype=dtype,
             device=device,
             truncation="only-second",
+            max_length=max_length,
+            query_max_length=query_max_length,
+            clamp_max_length=True,
         )
         self.model_name_or_path = str(model_name_or_path)
         self.batch_size = batch_size

@@ -12,7 +12,7 @@ use rerank::backend::BatchBudget;
 use rerank::config::Activation;
 use rerank::hub::{self, DownloadProgress, HubConfig};
 use rerank::tokenize::TruncationParams;
-use rerank::{DeviceKind, Dtype, Error, Reranker, RerankerOptions, Truncation};
+use rerank::{DeviceKind, ModelConfig, Dtype, Error, Reranker, RerankerOptions, Truncation};
 
 /// A library error as the Python exception that fits it, with the library's message.
 fn to_py(e: Error) -> PyErr {
@@ -112,9 +112,10 @@ struct Engine {
 impl Engine {
     /// Resolves `model` (a directory, else the Hugging Face cache, else a
     /// download into it; HF_HOME, HF_HUB_CACHE, HF_ENDPOINT, HF_TOKEN and
-    /// HF_HUB_OFFLINE as for the CLI) and loads it.
+    /// HF_HUB_OFFLINE as for the CLI) and loads it. `clamp_max_length`: a
+    /// `max_length` above the model's limit becomes the limit instead of an error.
     #[new]
-    #[pyo3(signature = (model, revision=None, max_length=None, batch_size=None, max_batch_tokens=None, dtype=None, device=None, truncation=None, query_max_length=None))]
+    #[pyo3(signature = (model, revision=None, max_length=None, batch_size=None, max_batch_tokens=None, dtype=None, device=None, truncation=None, query_max_length=None, clamp_max_length=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -127,6 +128,7 @@ impl Engine {
         device: Option<&str>,
         truncation: Option<&str>,
         query_max_length: Option<usize>,
+        clamp_max_length: bool,
     ) -> PyResult<Self> {
         let defaults = RerankerOptions::default();
         let options = RerankerOptions {
@@ -156,6 +158,14 @@ impl Engine {
                 Ok(resolved)
             })
             .map_err(to_py)?;
+        let mut options = options;
+        if clamp_max_length {
+            // a max_length above the model's limit becomes the limit (the
+            // Python classes warn); an unreadable config fails in the load
+            if let (Some(m), Ok(config)) = (options.max_length, ModelConfig::from_file(&resolved.files.config)) {
+                options.max_length = Some(m.min(config.max_tokens()));
+            }
+        }
         let inner = py
             .detach(|| Reranker::load_files(&resolved.files, options))
             .map_err(|e| load_error(&model, e))?;
@@ -167,6 +177,7 @@ impl Engine {
     /// `progress(n)` is called after each batch of `n` pairs. `max_length`,
     /// `query_max_length` and `truncation` override the engine's for this call.
     #[pyo3(signature = (pairs, batch_size=None, max_length=None, query_max_length=None, truncation=None, progress=None))]
+    #[allow(clippy::too_many_arguments)]
     fn logits(
         &self,
         py: Python<'_>,

@@ -113,7 +113,9 @@ def test_errors_are_exceptions(tmp_path):
     with pytest.raises(ValueError, match="unknown dtype"):
         rerank.CrossEncoder(TINY, dtype="f8")
     with pytest.raises(ValueError, match="exceeds this model's limit"):
-        rerank.CrossEncoder(TINY, max_length=100000)
+        rerank.Engine(TINY, max_length=100000)
+    with pytest.warns(UserWarning, match="exceeds this model's limit of 128"):
+        assert rerank.CrossEncoder(TINY, max_length=8192).max_length == 128
     with pytest.raises(FileNotFoundError, match="cannot load the model"):
         rerank.CrossEncoder(str(tmp_path))
     m = rerank.CrossEncoder(TINY)
