@@ -159,3 +159,10 @@ def test_threads_option():
     # the pool is sized once per process: the answer is the size in force
     n = rerank.set_threads(2)
     assert n >= 1 and rerank._native.current_threads() == n
+
+
+def test_hub_id_resolved_as_the_cli(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache.*HF_HUB_OFFLINE is set"):
+        rerank.CrossEncoder("nobody/no-such-model")
