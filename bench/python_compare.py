@@ -84,12 +84,26 @@ def main():
     else:
         ml = args.max_length or min(512, ours.engine.model_max_length)
         fo, ft = rerank.FlagReranker(args.model, max_length=ml), FEFlagReranker(args.model, max_length=ml, devices="cpu")
+        # FlagEmbedding 1.4 on transformers 5 (no prepare_for_model) decodes the
+        # truncated ids and tokenizes the text again: where that round trip
+        # changes the ids (unknown tokens, empty texts), it scores other tokens
+        # than FlagEmbedding on transformers 4 does; compared apart.
+        tok = ft.tokenizer
+
+        def survives(text):
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            back = tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            return bool(ids) and tok(back, add_special_tokens=False)["input_ids"] == ids
+
+        same_ids = np.array([survives(q) and survives(p) for q, p in pairs])
         for normalize in (False, True):
             x = np.array(fo.compute_score([list(p) for p in pairs], normalize=normalize))
             y = np.array(ft.compute_score([list(p) for p in pairs], normalize=normalize))
-            d = float(np.max(np.abs(x - y)))
-            print(f"FlagReranker.compute_score(normalize={normalize}): max |ours - FlagEmbedding| = {d:.3g}")
-            failed |= d > args.tolerance
+            d = np.abs(x - y)
+            print(f"FlagReranker.compute_score(normalize={normalize}): max |ours - FlagEmbedding| = "
+                  f"{float(d[same_ids].max()):.3g} on the {int(same_ids.sum())} pairs whose ids survive "
+                  f"FlagEmbedding's decode/re-encode, {float(d.max()):.3g} on all {len(pairs)}")
+            failed |= float(d[same_ids].max()) > args.tolerance
     return 1 if failed else 0
 
 
