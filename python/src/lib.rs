@@ -12,7 +12,7 @@ use rerank::backend::BatchBudget;
 use rerank::config::Activation;
 use rerank::hub::{self, DownloadProgress, HubConfig};
 use rerank::tokenize::TruncationParams;
-use rerank::{DeviceKind, ModelConfig, Dtype, Error, Reranker, RerankerOptions, Truncation};
+use rerank::{DeviceKind, Dtype, Error, ModelConfig, Reranker, RerankerOptions, Truncation};
 
 /// A library error as the Python exception that fits it, with the library's message.
 fn to_py(e: Error) -> PyErr {
@@ -162,7 +162,10 @@ impl Engine {
         if clamp_max_length {
             // a max_length above the model's limit becomes the limit (the
             // Python classes warn); an unreadable config fails in the load
-            if let (Some(m), Ok(config)) = (options.max_length, ModelConfig::from_file(&resolved.files.config)) {
+            if let (Some(m), Ok(config)) = (
+                options.max_length,
+                ModelConfig::from_file(&resolved.files.config),
+            ) {
                 options.max_length = Some(m.min(config.max_tokens()));
             }
         }
@@ -213,9 +216,14 @@ impl Engine {
                 for (&i, l) in batch.iter().zip(logits) {
                     out[i] = l;
                 }
-                if let Some(progress) = &progress {
-                    Python::attach(|py| progress.call1(py, (batch.len(),)).map(drop))?;
-                }
+                // Ctrl-C between batches raises KeyboardInterrupt
+                Python::attach(|py| -> PyResult<()> {
+                    py.check_signals()?;
+                    if let Some(progress) = &progress {
+                        progress.call1(py, (batch.len(),))?;
+                    }
+                    Ok(())
+                })?;
             }
             Ok(out)
         })
