@@ -105,6 +105,9 @@ pub struct Reranker {
     truncation: TruncationParams,
     options: RerankerOptions,
     dtype: Dtype,
+    /// Positions and token types of a pair (from the config and the
+    /// tokenizer's pair template), built once.
+    space: TokenSpace,
 }
 
 impl Reranker {
@@ -132,6 +135,7 @@ impl Reranker {
         let choice = Choice::new(options.device, options.dtype, options.portable, &weights)?;
         let model = Model::load(weights, &config, choice)?;
         let dtype = choice.dtype;
+        let space = TokenSpace::of(&config).with_template(encoder.template());
         Ok(Self {
             model,
             encoder,
@@ -139,6 +143,7 @@ impl Reranker {
             truncation,
             options,
             dtype,
+            space,
         })
     }
 
@@ -151,6 +156,7 @@ impl Reranker {
     ) -> Result<Self> {
         let truncation = truncation_params(&options, &config, &encoder)?;
         let dtype = options.dtype.unwrap_or(Dtype::default_for(options.device));
+        let space = TokenSpace::of(&config).with_template(encoder.template());
         Ok(Self {
             model,
             encoder,
@@ -158,6 +164,7 @@ impl Reranker {
             truncation,
             options,
             dtype,
+            space,
         })
     }
 
@@ -189,6 +196,11 @@ impl Reranker {
     /// The dtype in use.
     pub fn dtype(&self) -> Dtype {
         self.dtype
+    }
+
+    /// How a pair's positions and token types are laid out.
+    pub fn token_space(&self) -> &TokenSpace {
+        &self.space
     }
 
     /// The tokenizer and pair template.
@@ -272,10 +284,7 @@ impl Reranker {
     }
 
     fn pack<P: AsRef<[u32]>>(&self, pairs: &[P]) -> Result<PackedBatch> {
-        PackedBatch::new(
-            pairs,
-            &TokenSpace::of(&self.config).with_template(self.encoder.template()),
-        )
+        PackedBatch::new(pairs, &self.space)
     }
 
     /// Raw logits and each pair's final `<s>` hidden state (what the

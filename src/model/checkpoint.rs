@@ -113,34 +113,28 @@ impl Checkpoint {
     /// The names of an `XLMRobertaForSequenceClassification` checkpoint with
     /// one label, shaped by `cfg`.
     pub fn xlm_roberta(cfg: &ModelConfig) -> Self {
-        Self {
-            classifier_dense: LinearNames::new(
-                "classifier.dense",
-                cfg.hidden_size,
-                cfg.hidden_size,
-            ),
-            classifier_out: LinearNames::new("classifier.out_proj", cfg.hidden_size, 1),
-            ..Self::encoder("roberta", cfg)
-        }
+        let h = cfg.hidden_size;
+        let head = (
+            LinearNames::new("classifier.dense", h, h),
+            LinearNames::new("classifier.out_proj", h, 1),
+        );
+        Self::with_head("roberta", cfg, head)
     }
 
     /// The names of a `BertForSequenceClassification` checkpoint with one
     /// label, shaped by `cfg`.
     pub fn bert(cfg: &ModelConfig) -> Self {
-        Self {
-            classifier_dense: LinearNames::new(
-                "bert.pooler.dense",
-                cfg.hidden_size,
-                cfg.hidden_size,
-            ),
-            classifier_out: LinearNames::new("classifier", cfg.hidden_size, 1),
-            ..Self::encoder("bert", cfg)
-        }
+        let h = cfg.hidden_size;
+        let head = (
+            LinearNames::new("bert.pooler.dense", h, h),
+            LinearNames::new("classifier", h, 1),
+        );
+        Self::with_head("bert", cfg, head)
     }
 
     /// Embeddings and layers under `prefix` (the same names in both
-    /// architectures); the head is filled in by the caller.
-    fn encoder(prefix: &str, cfg: &ModelConfig) -> Self {
+    /// architectures), and the head's (dense, out) layers.
+    fn with_head(prefix: &str, cfg: &ModelConfig, head: (LinearNames, LinearNames)) -> Self {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         let table = |name: &str, rows| TableNames {
             name: format!("{prefix}.embeddings.{name}.weight"),
@@ -169,8 +163,8 @@ impl Checkpoint {
             token_type_embeddings: table("token_type_embeddings", cfg.type_vocab_size),
             embeddings_norm: NormNames::new(&format!("{prefix}.embeddings.LayerNorm"), h),
             layers,
-            classifier_dense: LinearNames::new("", 0, 0),
-            classifier_out: LinearNames::new("", 0, 0),
+            classifier_dense: head.0,
+            classifier_out: head.1,
         }
     }
 

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rerank::backend::{PackedBatch, TokenSpace};
+use rerank::backend::PackedBatch;
 use rerank::{Dtype, Reranker, RerankerOptions};
 use serde::Deserialize;
 
@@ -56,8 +56,7 @@ fn token_ids_and_types_equal_the_reference() {
             .unwrap();
         assert_eq!(enc[0].ids, case.input_ids, "case {}", case.name);
         assert_eq!(enc[0].truncated(), case.truncated, "case {}", case.name);
-        let space = TokenSpace::of(rr.config()).with_template(rr.encoder().template());
-        let batch = PackedBatch::new(&[&enc[0].ids], &space).unwrap();
+        let batch = PackedBatch::new(&[&enc[0].ids], rr.token_space()).unwrap();
         assert_eq!(batch.types, case.token_type_ids, "case {}", case.name);
         assert_eq!(batch.positions[0], 0, "BERT positions start at 0");
     }
