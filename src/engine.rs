@@ -193,6 +193,12 @@ impl Reranker {
         self.model.kernels()
     }
 
+    /// int8 on CPU: the precision of each class of linear layers and why
+    /// (see [`crate::model::Model::layer_precision`]).
+    pub fn layer_precision(&self) -> Option<String> {
+        self.model.layer_precision()
+    }
+
     /// The dtype in use.
     pub fn dtype(&self) -> Dtype {
         self.dtype

@@ -47,6 +47,9 @@
 //! - [`synthetic`]: random-weight models with real shapes, for benchmarks.
 //! - [`error`]: the library's one error type.
 
+// serde_json's `json!` recurses once per token; the OpenAPI document is one large literal.
+#![recursion_limit = "256"]
+
 pub mod backend;
 pub mod config;
 pub mod engine;

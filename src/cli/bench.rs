@@ -207,6 +207,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         reranker.options().batch_size,
         reranker.options().max_batch_tokens,
     );
+    if let Some(plan) = reranker.layer_precision() {
+        println!("int8 layers: {plan}");
+    }
     if args.ceiling {
         let gflops = matmul_ceiling()?;
         println!("f32 matmul ceiling (5120x1024 · 1024x4096, candle/gemm): {gflops:.1} GFLOP/s");
@@ -302,6 +305,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let doc = serde_json::json!({
             "threads": threads, "dtype": reranker.dtype().to_string(),
             "implementation": reranker.implementation(), "kernels": kernels,
+            "layer_precision": reranker.layer_precision(),
             "load_s": load_time.as_secs_f64(), "results": results,
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;

@@ -245,20 +245,9 @@ impl Model {
                 cfg,
                 choice.dtype,
             )?))),
-            (Implementation::Cpu, Weights::Tensors(tensors)) => {
-                let memory = tensors
-                    .into_iter()
-                    .map(|(name, t)| {
-                        let shape = t.dims().to_vec();
-                        Ok((name, (shape, t.flatten_all()?.to_vec1::<f32>()?)))
-                    })
-                    .collect::<Result<HashMap<_, _>>>()?;
-                Ok(Self::Cpu(Box::new(CpuModel::load(
-                    &WeightSource::Memory(memory),
-                    cfg,
-                    choice.dtype,
-                )?)))
-            }
+            (Implementation::Cpu, Weights::Tensors(tensors)) => Ok(Self::Cpu(Box::new(
+                CpuModel::load(&WeightSource::from_tensors(tensors)?, cfg, choice.dtype)?,
+            ))),
             (Implementation::Candle, Weights::File(path)) => {
                 let vb = var_builder(&path, choice.dtype.candle()?, &device)?;
                 let model = XlmRobertaForSequenceClassification::load(vb, cfg).map_err(|e| {
@@ -300,6 +289,18 @@ impl Model {
         match self {
             Self::Candle(_) => None,
             Self::Cpu(m) => Some(m.kernels()),
+        }
+    }
+
+    /// int8 on CPU: which precision each class of linear layers runs in and
+    /// why, e.g. `q/k/v, ffn-in int8; attn-out/ffn-out bf16 (AMX)` (`None`
+    /// otherwise: every encoder linear layer runs the model's dtype).
+    pub fn layer_precision(&self) -> Option<String> {
+        match self {
+            Self::Cpu(m) => m
+                .residual_plan()
+                .map(|p| format!("q/k/v, ffn-in int8; {p}")),
+            Self::Candle(_) => None,
         }
     }
 

@@ -104,6 +104,8 @@ pub struct ServedModel {
     pub implementation: String,
     /// The CPU kernels in use (`int8=vnni bf16=avx512bf16 …`), for `/info`; `None` off CPU.
     pub kernels: Option<String>,
+    /// int8 on CPU: each layer class's precision and why, for `/info`.
+    pub layer_precision: Option<String>,
     /// Most pairs per forward pass.
     pub max_batch_pairs: usize,
     /// Most padded tokens per forward pass.
@@ -124,6 +126,7 @@ impl ServedModel {
             device: options.device,
             implementation: reranker.implementation().to_string(),
             kernels: reranker.kernels().map(|k| k.to_string()),
+            layer_precision: reranker.layer_precision(),
             max_batch_pairs: options.batch_size,
             max_batch_tokens: options.max_batch_tokens,
             tokenizer: reranker.clone(),
@@ -230,6 +233,7 @@ struct Inner {
     device: DeviceKind,
     implementation: String,
     kernels: Option<String>,
+    layer_precision: Option<String>,
     config: ServerConfig,
     metrics: Arc<Metrics>,
     request_slots: Arc<Semaphore>,
@@ -294,6 +298,7 @@ impl AppState {
             device: model.device,
             implementation: model.implementation,
             kernels: model.kernels,
+            layer_precision: model.layer_precision,
             request_slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             config,
             metrics,

@@ -578,6 +578,7 @@ async fn info(State(state): State<AppState>) -> Json<Info> {
         model_device: inner.device.to_string(),
         model_implementation: inner.implementation.clone(),
         kernels: inner.kernels.clone(),
+        layer_precision: inner.layer_precision.clone(),
         max_input_length: inner.truncation.max_length,
         max_client_batch_size: c.max_client_batch_size,
         max_batch_tokens: s.max_batch_tokens,

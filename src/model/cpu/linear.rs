@@ -47,6 +47,26 @@ impl Linear {
         })
     }
 
+    /// A layer from weights in memory (`weight`: out × in), for measurements.
+    pub(super) fn from_parts(
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        in_dim: usize,
+        out_dim: usize,
+        kernels: Kernels,
+    ) -> Self {
+        assert_eq!((weight.len(), bias.len()), (in_dim * out_dim, out_dim));
+        Self {
+            weight: Buf::Owned(weight),
+            bias: Buf::Owned(bias),
+            in_dim,
+            out_dim,
+            packed: Packed::F32,
+            few_rows_kernel: true,
+            kernels,
+        }
+    }
+
     /// Keeps this layer on `gemm` at every row count. For the f32 layers of an
     /// int8 model (CPUs without AMX): their output is quantized next, and the
     /// few-rows kernel's other summation order (last-bit differences) can

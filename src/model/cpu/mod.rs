@@ -32,6 +32,7 @@
 
 mod attention;
 mod linear;
+pub mod plan;
 mod weights;
 
 use std::sync::Mutex;
@@ -46,7 +47,7 @@ use crate::backend::PackedBatch;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::model::checkpoint::{Checkpoint, TableNames};
-use crate::model::kernels::{self, Bf16Kernel, Kernels};
+use crate::model::kernels::{self, Kernels};
 use crate::model::Dtype;
 
 /// `roberta.encoder.layer.N`
@@ -78,6 +79,7 @@ pub struct CpuModel {
     eps: f32,
     dtype: Dtype,
     kernels: Kernels,
+    residual_plan: Option<plan::ResidualPlan>,
     workspace: Mutex<Workspace>,
 }
 
@@ -117,33 +119,61 @@ impl CpuModel {
             ));
         }
         let kernels = Kernels::get()?;
-        match dtype {
-            Dtype::Int8 if !kernels.fast_i8() => tracing::warn!(
-                "this CPU has no AVX512-VNNI: int8 runs a portable kernel that is slower than f32"
-            ),
-            Dtype::Bf16 if kernels.bf16 != Bf16Kernel::Amx => tracing::warn!(
-                "this CPU has no AMX (or the kernel refused it): bf16 runs the {:?} kernel, slower than f32",
-                kernels.bf16
-            ),
-            _ => {}
-        }
-        let t = source.tensors()?;
-        let names = Checkpoint::for_config(cfg);
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-        // int8 on the attention output and FFN output projections alone costs
-        // more accuracy than on the other two: their inputs (attention context,
+        let residual_plan = match dtype {
+            Dtype::Int8 => Some(plan::residual_plan(kernels)?),
+            _ => None,
+        };
+        Self::load_with(source, cfg, dtype, kernels, residual_plan)
+    }
+
+    /// [`CpuModel::load`] with the kernels and (int8) the residual layers'
+    /// plan given instead of chosen: for tests of each choice in one process.
+    pub fn load_with(
+        source: &WeightSource,
+        cfg: &ModelConfig,
+        dtype: Dtype,
+        kernels: Kernels,
+        residual_plan: Option<plan::ResidualPlan>,
+    ) -> Result<Self> {
+        // int8 on the attention output and FFN output projections costs more
+        // accuracy than on the other two: their inputs (attention context,
         // GELU output) have heavy-tailed rows that per-row u8 quantization
         // serves badly, and their error goes straight into the residual stream.
         // Measured on the full-size random model, rag-50 (max rel. L2 of the
         // `<s>` hidden state vs f32): all four int8 2.64e-2; these two in bf16
         // 1.84e-2 (the gate is 2e-2) for ~10 % more time; Q/K/V +
         // attention output in bf16 2.05e-2; intermediate + output 1.72e-2 at
-        // ~18 %. Without AMX, bf16 is slower than f32 there, so f32 is used.
-        let residual_dtype = match dtype {
-            Dtype::Int8 if kernels.bf16 == Bf16Kernel::Amx => Dtype::Bf16,
-            Dtype::Int8 => Dtype::F32,
-            other => other,
+        // ~18 %. bf16 or f32 for them: whichever is faster here (`plan.rs`).
+        match dtype {
+            Dtype::Int8 if !kernels.fast_i8() => tracing::warn!(
+                "this CPU has no AVX512-VNNI: int8 runs a portable kernel that is slower than f32"
+            ),
+            Dtype::Bf16 => match plan::bf16_speed(kernels) {
+                plan::Reason::Measured { bf16, f32 } if bf16 < f32 => tracing::warn!(
+                    "bf16 runs the {:?} kernel at {bf16:.0} GFLOP/s, f32 at {f32:.0} here:                      f32 is faster on this CPU",
+                    kernels.bf16
+                ),
+                plan::Reason::NoFastBf16 => tracing::warn!(
+                    "this CPU has no AMX or AVX512-BF16: bf16 runs the {:?} kernel, slower than f32",
+                    kernels.bf16
+                ),
+                _ => {}
+            },
+            _ => {}
+        }
+        if let Some(plan) = &residual_plan {
+            tracing::info!("int8 plan: q/k/v, ffn-in int8; {plan}");
+        }
+        let t = source.tensors()?;
+        let names = Checkpoint::for_config(cfg);
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let residual_dtype = match (dtype, residual_plan) {
+            (Dtype::Int8, Some(p)) => p.precision,
+            // Without a plan int8 keeps them in f32, which every CPU runs.
+            (Dtype::Int8, None) => Dtype::F32,
+            (other, _) => other,
         };
+        let residual_plan = residual_plan.filter(|_| dtype == Dtype::Int8);
         let residual = |layer: Linear| {
             let layer = layer.pack(residual_dtype);
             if dtype == Dtype::F32 {
@@ -190,6 +220,7 @@ impl CpuModel {
             eps: cfg.layer_norm_eps as f32,
             dtype,
             kernels,
+            residual_plan,
             workspace: Mutex::default(),
         })
     }
@@ -202,6 +233,12 @@ impl CpuModel {
     /// The CPU kernels the linear layers run.
     pub fn kernels(&self) -> Kernels {
         self.kernels
+    }
+
+    /// int8 models: the precision of the attention-output and FFN-output
+    /// layers, and why (see `plan.rs`).
+    pub fn residual_plan(&self) -> Option<plan::ResidualPlan> {
+        self.residual_plan
     }
 
     /// One raw logit per pair, in batch order.

@@ -67,6 +67,18 @@ pub enum WeightSource {
 }
 
 impl WeightSource {
+    /// f32 copies of candle tensors (synthetic models).
+    pub fn from_tensors(tensors: HashMap<String, candle_core::Tensor>) -> Result<Self> {
+        let memory = tensors
+            .into_iter()
+            .map(|(name, t)| {
+                let shape = t.dims().to_vec();
+                Ok((name, (shape, t.flatten_all()?.to_vec1::<f32>()?)))
+            })
+            .collect::<Result<HashMap<_, _>>>()?;
+        Ok(Self::Memory(memory))
+    }
+
     /// Maps a safetensors file.
     pub fn map(path: &Path) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| Error::CorruptFile {

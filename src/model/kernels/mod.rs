@@ -220,6 +220,7 @@ pub const ENV_SWITCHES: &[(&str, &str, &str)] = &[
         "1, 0 (on, off)",
         "0 sends f32 products of few rows to `gemm` instead of the few-rows kernel (AVX-512 CPUs); unset: on",
     ),
+    crate::model::cpu::plan::RESIDUAL_SWITCH,
 ];
 
 impl Kernels {

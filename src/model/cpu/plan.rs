@@ -1,0 +1,358 @@
+//! Which precision each class of an int8 model's linear layers runs in, chosen
+//! per CPU by what is fast on it (and within the accuracy gates), not by
+//! whether it has AMX.
+//!
+//! Q/K/V and the FFN input layer always run int8. The two layers that write
+//! into the residual stream (attention output, FFN output) lose the most
+//! accuracy in int8 (see [`super::CpuModel::load`]), so by default they run
+//! bf16 or f32, whichever is faster here:
+//! - AMX: bf16 (`TDPBF16PS` is several times f32's rate; measured on Sapphire Rapids);
+//! - AVX512-BF16 without AMX: **measured at load**. `VDPBF16PS` retires at
+//!   f32-FMA rate on AMD Zen 4/5 (bf16 ≈ 1.7–1.8× f32 there) but at half that
+//!   rate on Intel (bf16 slower than f32), and no CPUID bit says which;
+//!   a rule by vendor and family would go stale with the next CPU, a
+//!   measurement does not. It times the model's own bf16 and f32 paths on
+//!   the FFN-output shape (~2 GFLOP each, ~50 ms in all, once per process);
+//! - anything else (AVX2, portable bf16 kernels): f32, always faster.
+//!
+//! `RERANK_I8_RESIDUAL` forces a choice (`int8`, `bf16`, `f32`; `auto` or
+//! unset: as above). `int8` quantizes all four classes: the fastest, and
+//! outside the random-weight gate (see README "Dtypes"), hence never chosen
+//! by itself.
+
+use std::fmt;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use super::linear::Linear;
+use crate::model::kernels::{Bf16Kernel, Kernels};
+use crate::model::Dtype;
+
+/// The env switch that forces [`ResidualPlan::precision`].
+pub const RESIDUAL_SWITCH: (&str, &str, &str) = (
+    "RERANK_I8_RESIDUAL",
+    "auto, int8, bf16, f32",
+    "int8 models: the precision of the attention-output and FFN-output layers; \
+     auto (or unset): bf16 or f32, whichever measures faster on this CPU",
+);
+
+/// How an int8 model runs its attention-output and FFN-output layers, and why.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResidualPlan {
+    /// [`Dtype::Int8`], [`Dtype::Bf16`] or [`Dtype::F32`].
+    pub precision: Dtype,
+    /// Why this precision.
+    pub reason: Reason,
+}
+
+/// Why [`ResidualPlan::precision`] was chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reason {
+    /// `RERANK_I8_RESIDUAL` named it.
+    Forced,
+    /// The bf16 kernel is AMX.
+    Amx,
+    /// Timed at load: GFLOP/s of the bf16 and the f32 path on the FFN-output shape.
+    Measured { bf16: f64, f32: f64 },
+    /// The bf16 kernel is a portable one (slower than f32 everywhere).
+    NoFastBf16,
+}
+
+/// e.g. `attn-out/ffn-out bf16 (measured: bf16 612 GFLOP/s, f32 401 GFLOP/s)`.
+impl fmt::Display for ResidualPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "attn-out/ffn-out {} (", self.precision)?;
+        match self.reason {
+            Reason::Forced => write!(f, "{}", RESIDUAL_SWITCH.0),
+            Reason::Amx => write!(f, "AMX"),
+            Reason::Measured { bf16, f32 } => {
+                write!(f, "measured: bf16 {bf16:.0} GFLOP/s, f32 {f32:.0} GFLOP/s")
+            }
+            Reason::NoFastBf16 => write!(f, "no fast bf16 kernel"),
+        }?;
+        write!(f, ")")
+    }
+}
+
+/// The plan for this process: the switch, else the rule above (measuring at
+/// most once per process). An unknown switch value is an
+/// [`InvalidOption`](crate::error::Error::InvalidOption).
+pub fn residual_plan(kernels: Kernels) -> crate::error::Result<ResidualPlan> {
+    let value = std::env::var_os(RESIDUAL_SWITCH.0).map(|v| v.to_string_lossy().into_owned());
+    match parse_switch(value.as_deref())? {
+        Some(precision) => Ok(ResidualPlan {
+            precision,
+            reason: Reason::Forced,
+        }),
+        None => Ok(automatic(kernels)),
+    }
+}
+
+/// `None`: automatic.
+fn parse_switch(value: Option<&str>) -> crate::error::Result<Option<Dtype>> {
+    let v = value.map(|v| v.trim().to_ascii_lowercase());
+    Ok(match v.as_deref() {
+        None | Some("" | "auto") => None,
+        Some("int8") => Some(Dtype::Int8),
+        Some("bf16") => Some(Dtype::Bf16),
+        Some("f32") => Some(Dtype::F32),
+        Some(_) => {
+            return Err(crate::error::Error::InvalidOption(format!(
+                "{}={:?} is not a precision; use one of {}, or unset it",
+                RESIDUAL_SWITCH.0,
+                value.unwrap_or_default(),
+                RESIDUAL_SWITCH.1
+            )))
+        }
+    })
+}
+
+fn automatic(kernels: Kernels) -> ResidualPlan {
+    let reason = bf16_speed(kernels);
+    let precision = match reason {
+        Reason::Amx => Dtype::Bf16,
+        Reason::Measured { bf16, f32 } if bf16 > f32 => Dtype::Bf16,
+        _ => Dtype::F32,
+    };
+    ResidualPlan { precision, reason }
+}
+
+/// How this process's bf16 kernel compares with f32: [`Reason::Amx`],
+/// [`Reason::NoFastBf16`], or for AVX512-BF16 [`Reason::Measured`] (timed
+/// once per process, every model loaded later reuses it).
+pub fn bf16_speed(kernels: Kernels) -> Reason {
+    match kernels.bf16 {
+        Bf16Kernel::Amx => Reason::Amx,
+        Bf16Kernel::Avx512Bf16 => {
+            static MEASURED: OnceLock<(f64, f64)> = OnceLock::new();
+            let &(bf16, f32) = MEASURED.get_or_init(|| measure(kernels));
+            Reason::Measured { bf16, f32 }
+        }
+        Bf16Kernel::Portable | Bf16Kernel::Avx2 => Reason::NoFastBf16,
+    }
+}
+
+/// GFLOP/s of the bf16 and the f32 path of [`Linear`] on bge-reranker-v2-m3's
+/// FFN-output shape (4096 → 1024) with 256 rows: the best of three runs each,
+/// interleaved, after a warm-up, so a busy neighbour slows both alike.
+fn measure(kernels: Kernels) -> (f64, f64) {
+    const ROWS: usize = 256;
+    const IN: usize = 4096;
+    const OUT: usize = 1024;
+    // Deterministic values of the size activations and weights have; speed
+    // does not depend on them.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let weight: Vec<f32> = (0..IN * OUT).map(|_| next() * 0.05).collect();
+    let x: Vec<f32> = (0..ROWS * IN).map(|_| next()).collect();
+    // As an int8 model's f32 residual layers run.
+    let f32_layer =
+        Linear::from_parts(weight.clone(), vec![0.0; OUT], IN, OUT, kernels).gemm_at_any_rows();
+    let bf16_layer = Linear::from_parts(weight, vec![0.0; OUT], IN, OUT, kernels).pack(Dtype::Bf16);
+    let mut dst = vec![0f32; ROWS * OUT];
+    let mut time = |layer: &Linear| {
+        let start = Instant::now();
+        layer.matmul(&mut dst, OUT, &x, IN, ROWS, false);
+        start.elapsed().as_secs_f64()
+    };
+    time(&f32_layer);
+    time(&bf16_layer);
+    let (mut best_f32, mut best_bf16) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..3 {
+        best_f32 = best_f32.min(time(&f32_layer));
+        best_bf16 = best_bf16.min(time(&bf16_layer));
+    }
+    let flop = 2.0 * (ROWS * IN * OUT) as f64;
+    let gflops = |secs: f64| flop / secs.max(1e-9) / 1e9;
+    (gflops(best_bf16), gflops(best_f32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::cpu::{CpuModel, WeightSource};
+    use crate::model::kernels::I8Kernel;
+    use crate::model::Model;
+    use crate::synthetic::{self, SplitMix64};
+    use crate::{DeviceKind, ModelConfig, Reranker, RerankerOptions};
+
+    /// tests/it/precision.rs's realistic model: 4 layers, hidden 256, the
+    /// checkpoints' initializer range.
+    fn config() -> ModelConfig {
+        ModelConfig {
+            vocab_size: 2000,
+            hidden_size: 256,
+            num_hidden_layers: 4,
+            num_attention_heads: 4,
+            intermediate_size: 1024,
+            max_position_embeddings: 514,
+            ..ModelConfig::bge_reranker_v2_m3()
+        }
+    }
+
+    fn reranker(cfg: &ModelConfig, model: CpuModel, dtype: Dtype) -> Reranker {
+        let (_, encoder) = synthetic::build(cfg, 7, Dtype::F32, DeviceKind::Cpu).unwrap();
+        let options = RerankerOptions {
+            dtype: Some(dtype),
+            raw_scores: true,
+            ..RerankerOptions::default()
+        };
+        Reranker::from_parts(Model::Cpu(Box::new(model)), encoder, cfg.clone(), options).unwrap()
+    }
+
+    fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+        let err: f64 = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum();
+        let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+        (err / norm).sqrt()
+    }
+
+    /// Every residual precision, on the process's kernels and on VNNI +
+    /// AVX512-BF16 (what CPUs without AMX run) where this CPU has them:
+    /// within the int8 gates of f32 (`<s>` hidden state ≤ 2e-2 relative,
+    /// |score − f32| ≤ 0.01; all-int8 within its own stated 3e-2 and 0.015),
+    /// and each pair scored alone equal to it scored in a batch.
+    #[test]
+    fn every_choice_stays_within_the_gates_and_is_batch_invariant() {
+        let cfg = config();
+        let source = WeightSource::from_tensors(synthetic::weights(&cfg, 7).unwrap()).unwrap();
+        let kernels = Kernels::get().unwrap();
+        let reference = reranker(
+            &cfg,
+            CpuModel::load_with(&source, &cfg, Dtype::F32, kernels, None).unwrap(),
+            Dtype::F32,
+        );
+        let mut rng = SplitMix64(11);
+        let words = synthetic::word_count(&cfg);
+        let mut text = |n: usize| {
+            (0..n)
+                .map(|_| synthetic::word(rng.below(words)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let pairs: Vec<(String, String)> = (0..16)
+            .map(|k| (text(4 + k % 12), text(16 + (k * 37) % 300)))
+            .collect();
+        let encoded = reference.encode_pairs(&pairs).unwrap();
+        let (ref_logits, ref_hidden) = reference.logits_and_hidden(&encoded).unwrap();
+        let mut kernel_sets = vec![kernels];
+        if I8Kernel::Vnni.is_available() && Bf16Kernel::Avx512Bf16.is_available() {
+            kernel_sets.push(Kernels {
+                i8: I8Kernel::Vnni,
+                bf16: Bf16Kernel::Avx512Bf16,
+                ..kernels
+            });
+        }
+        let sig = crate::backend::sigmoid;
+        for k in kernel_sets {
+            let mut errors = Vec::new();
+            for precision in [Dtype::Bf16, Dtype::F32, Dtype::Int8] {
+                let plan = ResidualPlan {
+                    precision,
+                    reason: Reason::Forced,
+                };
+                let model = CpuModel::load_with(&source, &cfg, Dtype::Int8, k, Some(plan)).unwrap();
+                assert_eq!(model.residual_plan(), Some(plan));
+                let rr = reranker(&cfg, model, Dtype::Int8);
+                let (logits, hidden) = rr.logits_and_hidden(&encoded).unwrap();
+                let max_rel = hidden
+                    .iter()
+                    .zip(&ref_hidden)
+                    .map(|(a, b)| rel_l2(a, b))
+                    .fold(0.0, f64::max);
+                let max_score = logits
+                    .iter()
+                    .zip(&ref_logits)
+                    .map(|(a, b)| (sig(*a) - sig(*b)).abs())
+                    .fold(0.0, f32::max);
+                let what = format!("{k} residual={precision}");
+                eprintln!("{what}: rel L2 {max_rel:.2e}, |score diff| {max_score:.2e}");
+                let (gate_rel, gate_score) = match precision {
+                    Dtype::Int8 => (3e-2, 0.015),
+                    _ => (2e-2, 0.01),
+                };
+                assert!(max_rel <= gate_rel, "{what}: rel L2 {max_rel}");
+                assert!(max_score <= gate_score, "{what}: score diff {max_score}");
+                assert!(max_rel > 1e-5, "{what}: no rounding at all?");
+                errors.push((precision, max_rel, hidden));
+                for (p, pair) in encoded.iter().enumerate().step_by(3) {
+                    let alone = rr.logits_and_hidden(std::slice::from_ref(pair)).unwrap().0[0];
+                    assert!(
+                        (alone - logits[p]).abs() <= 1e-5,
+                        "{what}: pair {p} alone {alone}, in a batch {}",
+                        logits[p]
+                    );
+                }
+            }
+            // Each plan really ran its precision: no two give the same
+            // states, and all-int8 is the least accurate.
+            let (bf16, f32, int8) = (&errors[0], &errors[1], &errors[2]);
+            assert!(
+                bf16.2 != f32.2 && f32.2 != int8.2 && bf16.2 != int8.2,
+                "{k}"
+            );
+            assert!(
+                int8.1 > f32.1.max(bf16.1),
+                "{k}: {errors:?}",
+                errors = [bf16.1, f32.1, int8.1]
+            );
+        }
+    }
+
+    #[test]
+    fn switch_values() {
+        assert_eq!(parse_switch(None).unwrap(), None);
+        assert_eq!(parse_switch(Some(" Auto ")).unwrap(), None);
+        assert_eq!(parse_switch(Some("")).unwrap(), None);
+        assert_eq!(parse_switch(Some("INT8")).unwrap(), Some(Dtype::Int8));
+        assert_eq!(parse_switch(Some("bf16")).unwrap(), Some(Dtype::Bf16));
+        assert_eq!(parse_switch(Some("f32\n")).unwrap(), Some(Dtype::F32));
+        let err = parse_switch(Some("fp16")).unwrap_err().to_string();
+        assert!(
+            err.ends_with(
+                "RERANK_I8_RESIDUAL=\"fp16\" is not a precision; use one of auto, int8, bf16, f32, \
+                 or unset it"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rule_by_kernel() {
+        let k = Kernels::get().unwrap();
+        for (bf16, want) in [
+            (Bf16Kernel::Amx, Some((Dtype::Bf16, Reason::Amx))),
+            (Bf16Kernel::Portable, Some((Dtype::F32, Reason::NoFastBf16))),
+            (Bf16Kernel::Avx2, Some((Dtype::F32, Reason::NoFastBf16))),
+            (Bf16Kernel::Avx512Bf16, None),
+        ] {
+            if !bf16.is_available() {
+                continue;
+            }
+            let plan = automatic(Kernels { bf16, ..k });
+            match want {
+                Some((precision, reason)) => {
+                    assert_eq!((plan.precision, plan.reason), (precision, reason))
+                }
+                None => match plan.reason {
+                    // The faster of the two measured paths wins.
+                    Reason::Measured { bf16, f32 } => {
+                        assert!(bf16 > 0.0 && f32 > 0.0);
+                        let faster = if bf16 > f32 { Dtype::Bf16 } else { Dtype::F32 };
+                        assert_eq!(plan.precision, faster);
+                        assert!(plan.to_string().contains("measured: bf16 "), "{plan}");
+                    }
+                    other => panic!("AVX512-BF16 is measured, got {other:?}"),
+                },
+            }
+        }
+    }
+}
