@@ -24,6 +24,9 @@ pub(super) struct Linear {
     few_rows_kernel: bool,
     /// The kernels this process chose (see [`Kernels::get`]).
     kernels: Kernels,
+    /// Smoothed int8 layers: what each input column is multiplied by as the
+    /// activations are quantized (`1 / s_j`, see [`Linear::pack_smoothed`]).
+    smooth: Option<Vec<f32>>,
 }
 
 /// Weights converted for a low-precision kernel.
@@ -44,6 +47,7 @@ impl Linear {
             packed: Packed::F32,
             few_rows_kernel: true,
             kernels,
+            smooth: None,
         })
     }
 
@@ -64,6 +68,7 @@ impl Linear {
             packed: Packed::F32,
             few_rows_kernel: true,
             kernels,
+            smooth: None,
         }
     }
 
@@ -89,6 +94,37 @@ impl Linear {
         self
     }
 
+    /// Quantizes the weights to int8 with SmoothQuant's per-input-channel
+    /// factor `s_j = sqrt(x_max[j] / max_o |W[o][j]|)` rounded to a power of
+    /// two (see `CpuModel::quantize_calibrated`): `W[:, j] · s_j` is
+    /// quantized, and [`Linear::matmul`] quantizes `x[:, j] / s_j`. Powers of
+    /// two make both scalings exact, so the product is unchanged but for
+    /// where quantization rounds.
+    pub(super) fn pack_smoothed(mut self, x_max: &[f32]) -> Self {
+        let n = self.in_dim;
+        assert_eq!(x_max.len(), n, "calibration statistics of another layer");
+        let w = self.weight.as_slice();
+        let mut w_max = vec![0f32; n];
+        for row in w.chunks_exact(n) {
+            for (m, v) in w_max.iter_mut().zip(row) {
+                *m = m.max(v.abs());
+            }
+        }
+        let s: Vec<f32> = x_max
+            .iter()
+            .zip(&w_max)
+            .map(|(&x, &w)| smoothing_factor(x, w))
+            .collect();
+        let scaled: Vec<f32> = w
+            .par_chunks(n)
+            .flat_map_iter(|row| row.iter().zip(&s).map(|(v, s)| v * s))
+            .collect();
+        self.packed = Packed::Int8(PackedI8::quantize(&scaled, self.out_dim, n));
+        self.smooth = Some(s.iter().map(|s| 1.0 / s).collect());
+        self.weight.release();
+        self
+    }
+
     /// Q, K and V as one (3H × H) layer: one pass over the input instead of
     /// three, which matters when that pass also converts it (bf16, int8).
     pub(super) fn fused(mut parts: Vec<Linear>, dtype: Dtype) -> Self {
@@ -108,6 +144,7 @@ impl Linear {
             packed: Packed::F32,
             few_rows_kernel: true,
             kernels,
+            smooth: None,
         }
         .pack(dtype)
     }
@@ -140,7 +177,14 @@ impl Linear {
                 // out, not borrowed, so a nested call on this thread (rayon
                 // work-stealing) gets its own.
                 let mut q = QUANT_ROWS.take();
-                int8::quantize_rows(self.kernels.i8, x, x_rs, rows, self.in_dim, &mut q);
+                match &self.smooth {
+                    Some(col) => {
+                        int8::quantize_rows_scaled(self.kernels.i8, x, x_rs, rows, col, &mut q)
+                    }
+                    None => {
+                        int8::quantize_rows(self.kernels.i8, x, x_rs, rows, self.in_dim, &mut q)
+                    }
+                }
                 int8::matmul(self.kernels.i8, dst, dst_rs, &q, w, rows, accumulate);
                 QUANT_ROWS.set(q);
                 return;
@@ -188,6 +232,18 @@ impl Linear {
             .take(rows)
             .for_each(|row| row[..self.out_dim].copy_from_slice(b));
     }
+}
+
+/// SmoothQuant's `s = sqrt(x_max / w_max)` (α = 0.5) as the nearest power of
+/// two in `2^-16..=2^16`; 1 where either maximum is zero or not finite (a
+/// dead channel, or a calibration pass that overflowed).
+fn smoothing_factor(x_max: f32, w_max: f32) -> f32 {
+    let ratio = x_max / w_max;
+    if !(x_max > 0.0 && w_max > 0.0 && ratio.is_finite() && ratio > 0.0) {
+        return 1.0;
+    }
+    let exp = (0.5 * ratio.log2()).round().clamp(-16.0, 16.0);
+    2f32.powi(exp as i32)
 }
 
 thread_local! {

@@ -50,7 +50,7 @@ mod tests;
 
 pub use driver::matmul;
 pub use pack::PackedI8;
-pub use quantize::{quantize_rows, QuantRows};
+pub use quantize::{quantize_rows, quantize_rows_scaled, QuantRows};
 
 /// Rows per register tile of the micro-kernel (and per panel of the activation layout).
 const MR: usize = 8;

@@ -167,6 +167,32 @@ fn min_max(x: &[f32]) -> (f32, f32) {
     (a, b)
 }
 
+/// Min and max of `x[k] * col[k]` (NaNs ignored).
+#[inline(always)]
+fn scaled_min_max(x: &[f32], col: &[f32]) -> (f32, f32) {
+    let mut mn = [f32::INFINITY; 64];
+    let mut mx = [f32::NEG_INFINITY; 64];
+    let mut chunks = x.chunks_exact(64).zip(col.chunks_exact(64));
+    for (c, s) in &mut chunks {
+        for i in 0..64 {
+            let v = c[i] * s[i];
+            mn[i] = if v < mn[i] { v } else { mn[i] };
+            mx[i] = if v > mx[i] { v } else { mx[i] };
+        }
+    }
+    let tail = x.len() / 64 * 64;
+    let rest = x[tail..].iter().zip(&col[tail..]).map(|(a, b)| a * b);
+    let mut a = f32::INFINITY;
+    let mut b = f32::NEG_INFINITY;
+    for v in rest.clone().chain(mn.iter().copied()) {
+        a = if v < a { v } else { a };
+    }
+    for v in rest.chain(mx.iter().copied()) {
+        b = if v > b { v } else { b };
+    }
+    (a, b)
+}
+
 /// Quantizes one panel of up to `MR` rows (`nr` rows of `x` at row stride `x_rs`, `in_dim`
 /// values each) into `out` (layout of [`QuantRows`]; rows `nr..MR` and k padding are zero),
 /// with per-row scales / zero points in `s` / `z`. Rows with non-finite values quantize to
@@ -178,19 +204,22 @@ fn quantize_panel(
     x_rs: usize,
     nr: usize,
     in_dim: usize,
+    col: &[f32],
     out: PanelOut,
 ) {
     #[cfg(target_arch = "x86_64")]
     match kernel {
         // SAFETY: the CPU supports avx512f/bw (implied by `kernel`, checked available).
         I8Kernel::Vnni | I8Kernel::Amx => {
-            return unsafe { quantize_panel_for::avx512(x, x_rs, nr, in_dim, out) }
+            return unsafe { quantize_panel_for::avx512(x, x_rs, nr, in_dim, col, out) }
         }
         // SAFETY: the CPU supports avx2 (implied by `kernel`, checked available).
-        I8Kernel::Avx2 => return unsafe { quantize_panel_for::avx2(x, x_rs, nr, in_dim, out) },
+        I8Kernel::Avx2 => {
+            return unsafe { quantize_panel_for::avx2(x, x_rs, nr, in_dim, col, out) }
+        }
         I8Kernel::Scalar => {}
     }
-    quantize_panel_body(x, x_rs, nr, in_dim, out)
+    quantize_panel_body(x, x_rs, nr, in_dim, col, out)
 }
 
 /// Quantizes one block of up to `AMX_ROWS` rows into the rows layout of [`QuantRows`]
@@ -204,21 +233,24 @@ fn quantize_rowblock(
     nr: usize,
     in_dim: usize,
     row_bytes: usize,
+    col: &[f32],
     out: PanelOut,
 ) {
     #[cfg(target_arch = "x86_64")]
     match kernel {
         // SAFETY: the CPU supports avx512f/bw (implied by `kernel`, checked available).
         I8Kernel::Vnni | I8Kernel::Amx => {
-            return unsafe { quantize_rowblock_for::avx512(x, x_rs, nr, in_dim, row_bytes, out) }
+            return unsafe {
+                quantize_rowblock_for::avx512(x, x_rs, nr, in_dim, row_bytes, col, out)
+            }
         }
         // SAFETY: the CPU supports avx2 (implied by `kernel`, checked available).
         I8Kernel::Avx2 => {
-            return unsafe { quantize_rowblock_for::avx2(x, x_rs, nr, in_dim, row_bytes, out) }
+            return unsafe { quantize_rowblock_for::avx2(x, x_rs, nr, in_dim, row_bytes, col, out) }
         }
         I8Kernel::Scalar => {}
     }
-    quantize_rowblock_body(x, x_rs, nr, in_dim, row_bytes, out)
+    quantize_rowblock_body(x, x_rs, nr, in_dim, row_bytes, col, out)
 }
 
 multiversion! {
@@ -229,6 +261,7 @@ multiversion! {
         nr: usize,
         in_dim: usize,
         row_bytes: usize,
+        col: &[f32],
         out: PanelOut,
     ) = quantize_rowblock_body;
     avx512: "avx512f,avx512bw",
@@ -243,6 +276,7 @@ fn quantize_rowblock_body(
     nr: usize,
     in_dim: usize,
     row_bytes: usize,
+    col: &[f32],
     out: PanelOut,
 ) {
     let (out, s, z) = out;
@@ -252,8 +286,8 @@ fn quantize_rowblock_body(
     for (i, o) in out.chunks_exact_mut(row_bytes).enumerate() {
         if i < nr {
             let xr = &x[i * x_rs..i * x_rs + in_dim];
-            let (scale, inv, zero) = row_params(xr);
-            quantize_values(xr, inv, zero, &mut o[..in_dim]);
+            let (scale, inv, zero) = row_params(xr, col);
+            quantize_values(xr, col, inv, zero, &mut o[..in_dim]);
             o[in_dim..].fill(0);
             s[i] = scale;
             z[i] = zero as i32;
@@ -270,16 +304,27 @@ type PanelOut<'a> = (&'a mut [u8], &'a mut [f32], &'a mut [i32]);
 
 multiversion! {
     /// [`quantize_panel_body`] compiled for the AVX-512 and AVX2 kernels.
-    mod quantize_panel_for(x: &[f32], x_rs: usize, nr: usize, in_dim: usize, out: PanelOut)
-        = quantize_panel_body;
+    mod quantize_panel_for(
+        x: &[f32],
+        x_rs: usize,
+        nr: usize,
+        in_dim: usize,
+        col: &[f32],
+        out: PanelOut,
+    ) = quantize_panel_body;
     avx512: "avx512f,avx512bw",
     avx2: "avx2",
 }
 
-/// Per-row quantization parameters `(scale, 1/scale, zero point)` (plain IEEE f32).
+/// Per-row quantization parameters `(scale, 1/scale, zero point)` (plain IEEE f32) of
+/// `xr`, or with `col` non-empty of `xr[k] * col[k]`.
 #[inline(always)]
-fn row_params(xr: &[f32]) -> (f32, f32, f32) {
-    let (mn, mx) = min_max(xr);
+fn row_params(xr: &[f32], col: &[f32]) -> (f32, f32, f32) {
+    let (mn, mx) = if col.is_empty() {
+        min_max(xr)
+    } else {
+        scaled_min_max(xr, col)
+    };
     let mn = if mn < 0.0 { mn } else { 0.0 };
     let mx = if mx > 0.0 { mx } else { 0.0 };
     let range = mx - mn;
@@ -293,9 +338,20 @@ fn row_params(xr: &[f32]) -> (f32, f32, f32) {
     (scale, inv, zero)
 }
 
-/// `q = clamp(round_half_even(v * inv + zero), 0, 255)` for each value (no fused operations).
+/// `q = clamp(round_half_even(v * inv + zero), 0, 255)` for each value (no fused
+/// operations), `v` being `xs[k]`, or with `col` non-empty `xs[k] * col[k]`.
 #[inline(always)]
-fn quantize_values(xs: &[f32], inv: f32, zero: f32, out: &mut [u8]) {
+fn quantize_values(xs: &[f32], col: &[f32], inv: f32, zero: f32, out: &mut [u8]) {
+    if !col.is_empty() {
+        const MAGIC: f32 = 8_388_608.0;
+        for ((q, &v), &c) in out.iter_mut().zip(xs).zip(col) {
+            let t = (v * c) * inv + zero;
+            let t = if t > 0.0 { t } else { 0.0 };
+            let t = if t < 255.0 { t } else { 255.0 };
+            *q = (t + MAGIC).to_bits() as u8;
+        }
+        return;
+    }
     // Round-to-nearest-even via the 2^23 trick: for 0 <= v <= 255, the low mantissa bits of
     // `v + 2^23` are `round(v)`. Branch-free so that it vectorizes.
     const MAGIC: f32 = 8_388_608.0;
@@ -310,7 +366,14 @@ fn quantize_values(xs: &[f32], inv: f32, zero: f32, out: &mut [u8]) {
 /// Body of [`quantize_panel`]: row parameters first, then chunks of `KC` values of all rows
 /// are quantized into an L1-resident scratch and interleaved (4 bytes per row and k group).
 #[inline(always)]
-fn quantize_panel_body(x: &[f32], x_rs: usize, nr: usize, in_dim: usize, out: PanelOut) {
+fn quantize_panel_body(
+    x: &[f32],
+    x_rs: usize,
+    nr: usize,
+    in_dim: usize,
+    col: &[f32],
+    out: PanelOut,
+) {
     const KC: usize = 256;
     let (out, s, z) = out;
     let kp = in_dim.div_ceil(4) * 4;
@@ -320,7 +383,7 @@ fn quantize_panel_body(x: &[f32], x_rs: usize, nr: usize, in_dim: usize, out: Pa
     let mut zero = [0f32; MR];
     for i in 0..MR {
         (s[i], inv[i], zero[i]) = if i < nr {
-            row_params(&x[i * x_rs..i * x_rs + in_dim])
+            row_params(&x[i * x_rs..i * x_rs + in_dim], col)
         } else {
             (0.0, 0.0, 0.0)
         };
@@ -333,7 +396,12 @@ fn quantize_panel_body(x: &[f32], x_rs: usize, nr: usize, in_dim: usize, out: Pa
         for (i, t) in tmp.iter_mut().enumerate() {
             if i < nr {
                 let xs = &x[i * x_rs + k0..i * x_rs + k0 + valid];
-                quantize_values(xs, inv[i], zero[i], &mut t[..valid]);
+                let cs = if col.is_empty() {
+                    col
+                } else {
+                    &col[k0..k0 + valid]
+                };
+                quantize_values(xs, cs, inv[i], zero[i], &mut t[..valid]);
                 t[valid..kc].fill(0);
             } else {
                 t[..kc].fill(0);
@@ -368,7 +436,45 @@ pub fn quantize_rows(
         kernel.is_available(),
         "quantize_rows: {kernel:?} not available"
     );
-    quantize_rows_impl(kernel, x, x_rs, rows, in_dim, q, Layout::for_kernel(kernel));
+    quantize_rows_impl(
+        kernel,
+        x,
+        x_rs,
+        rows,
+        in_dim,
+        &[],
+        q,
+        Layout::for_kernel(kernel),
+    );
+}
+
+/// [`quantize_rows`] of `x[r][k] * col[k]` (`col.len() == in_dim`): the activations
+/// of a layer whose weights' input columns were multiplied by `1 / col[k]`
+/// (SmoothQuant's migration of activation outliers into the weights), without a
+/// pass to scale them first.
+pub fn quantize_rows_scaled(
+    kernel: I8Kernel,
+    x: &[f32],
+    x_rs: usize,
+    rows: usize,
+    col: &[f32],
+    q: &mut QuantRows,
+) {
+    assert!(
+        kernel.is_available(),
+        "quantize_rows: {kernel:?} not available"
+    );
+    let in_dim = col.len();
+    quantize_rows_impl(
+        kernel,
+        x,
+        x_rs,
+        rows,
+        in_dim,
+        col,
+        q,
+        Layout::for_kernel(kernel),
+    );
 }
 
 /// [`quantize_rows`] into `layout`, with code compiled for `kernel` (available).
@@ -379,9 +485,14 @@ pub(super) fn quantize_rows_impl(
     x_rs: usize,
     rows: usize,
     in_dim: usize,
+    col: &[f32],
     q: &mut QuantRows,
     layout: Layout,
 ) {
+    assert!(
+        col.is_empty() || col.len() == in_dim,
+        "quantize_rows: column scales"
+    );
     if rows > 0 {
         assert!(
             rows == 1 || x_rs >= in_dim,
@@ -409,8 +520,10 @@ pub(super) fn quantize_rows_impl(
         let nr = (rows - r0).min(unit_rows);
         let xs = &x[r0 * x_rs..];
         match layout {
-            Layout::Panels => quantize_panel(kernel, xs, x_rs, nr, in_dim, (out, s, z)),
-            Layout::Rows => quantize_rowblock(kernel, xs, x_rs, nr, in_dim, row_bytes, (out, s, z)),
+            Layout::Panels => quantize_panel(kernel, xs, x_rs, nr, in_dim, col, (out, s, z)),
+            Layout::Rows => {
+                quantize_rowblock(kernel, xs, x_rs, nr, in_dim, row_bytes, col, (out, s, z))
+            }
         }
     };
     let data = q.data.as_mut_slice();
@@ -450,10 +563,10 @@ mod tests {
         let small = rng.gauss_vec(13 * 21);
         for layout in [Layout::Panels, Layout::Rows] {
             let mut reused = QuantRows::default();
-            quantize_rows_impl(best(), &big, 300, 130, 100, &mut reused, layout);
-            quantize_rows_impl(best(), &small, 21, 13, 21, &mut reused, layout);
+            quantize_rows_impl(best(), &big, 300, 130, 100, &[], &mut reused, layout);
+            quantize_rows_impl(best(), &small, 21, 13, 21, &[], &mut reused, layout);
             let mut fresh = QuantRows::default();
-            quantize_rows_impl(best(), &small, 21, 13, 21, &mut fresh, layout);
+            quantize_rows_impl(best(), &small, 21, 13, 21, &[], &mut fresh, layout);
             assert_eq!(reused.data.as_slice(), fresh.data.as_slice());
             assert_eq!(reused.scale, fresh.scale);
             assert_eq!(reused.zero, fresh.zero);
@@ -482,6 +595,44 @@ mod tests {
     }
 
     #[test]
+    fn column_scaled_rows_equal_the_rows_scaled_first() {
+        // What the smoothed int8 layers rely on: quantizing `x[r][k] * col[k]` on the fly
+        // gives the bits of quantizing the product, for every kernel this CPU has, both
+        // layouts, odd widths (the 64-lane tails) and a NaN.
+        let mut rng = Rng(23);
+        for (rows, in_dim) in [(1usize, 5usize), (9, 70), (17, 200), (3, 1024)] {
+            let x_rs = in_dim + 2;
+            let mut x = rng.gauss_vec(rows * x_rs);
+            x[1] = f32::NAN;
+            let col: Vec<f32> = (0..in_dim)
+                .map(|_| 0.25 + rng.uniform().abs() * 4.0)
+                .collect();
+            let mut scaled = x.clone();
+            for r in 0..rows {
+                for k in 0..in_dim {
+                    scaled[r * x_rs + k] = x[r * x_rs + k] * col[k];
+                }
+            }
+            for &kernel in I8Kernel::ALL.iter().filter(|k| k.is_available()) {
+                let (mut want, mut got) = (QuantRows::default(), QuantRows::default());
+                quantize_rows(kernel, &scaled, x_rs, rows, in_dim, &mut want);
+                quantize_rows_scaled(kernel, &x, x_rs, rows, &col, &mut got);
+                assert_eq!(
+                    got.data.as_slice(),
+                    want.data.as_slice(),
+                    "{kernel:?} {in_dim}"
+                );
+                assert_eq!(got.scale, want.scale, "{kernel:?}");
+                assert_eq!(got.zero, want.zero, "{kernel:?}");
+                // ... and not those of the unscaled rows.
+                let mut plain = QuantRows::default();
+                quantize_rows(kernel, &x, x_rs, rows, in_dim, &mut plain);
+                assert_ne!(plain.data.as_slice(), got.data.as_slice());
+            }
+        }
+    }
+
+    #[test]
     fn quantize_panel_variants_identical() {
         let mut rng = Rng(11);
         for (nr, n) in [
@@ -503,17 +654,17 @@ mod tests {
             }
             let len = n.div_ceil(4) * 4 * MR;
             let (mut want, mut ws, mut wz) = (vec![0u8; len], [0f32; MR], [0i32; MR]);
-            quantize_panel_body(&x, x_rs, nr, n, (&mut want, &mut ws, &mut wz));
+            quantize_panel_body(&x, x_rs, nr, n, &[], (&mut want, &mut ws, &mut wz));
             #[cfg(target_arch = "x86_64")]
             for variant in 0..2 {
                 let (mut got, mut gs, mut gz) = (vec![7u8; len], [1f32; MR], [1i32; MR]);
                 let out = (&mut got[..], &mut gs[..], &mut gz[..]);
                 if variant == 0 && is_x86_feature_detected!("avx2") {
                     // SAFETY: feature checked.
-                    unsafe { quantize_panel_for::avx2(&x, x_rs, nr, n, out) };
+                    unsafe { quantize_panel_for::avx2(&x, x_rs, nr, n, &[], out) };
                 } else if variant == 1 && I8Kernel::Vnni.is_available() {
                     // SAFETY: feature checked.
-                    unsafe { quantize_panel_for::avx512(&x, x_rs, nr, n, out) };
+                    unsafe { quantize_panel_for::avx512(&x, x_rs, nr, n, &[], out) };
                 } else {
                     continue;
                 }
@@ -529,16 +680,16 @@ mod tests {
                     (vec![7u8; AMX_ROWS * rb], [1f32; AMX_ROWS], [1i32; AMX_ROWS]);
                 let out = (&mut got[..], &mut gs[..], &mut gz[..]);
                 match variant {
-                    0 => quantize_rowblock_body(&x, x_rs, nr, n, rb, out),
+                    0 => quantize_rowblock_body(&x, x_rs, nr, n, rb, &[], out),
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: feature checked.
                     1 if is_x86_feature_detected!("avx2") => unsafe {
-                        quantize_rowblock_for::avx2(&x, x_rs, nr, n, rb, out)
+                        quantize_rowblock_for::avx2(&x, x_rs, nr, n, rb, &[], out)
                     },
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: feature checked.
                     2 if I8Kernel::Vnni.is_available() => unsafe {
-                        quantize_rowblock_for::avx512(&x, x_rs, nr, n, rb, out)
+                        quantize_rowblock_for::avx512(&x, x_rs, nr, n, rb, &[], out)
                     },
                     _ => continue,
                 }

@@ -24,8 +24,8 @@ fn best() -> I8Kernel {
 fn quantize_both(x: &[f32], x_rs: usize, rows: usize, in_dim: usize) -> [QuantRows; 2] {
     let mut p = QuantRows::default();
     let mut r = QuantRows::default();
-    quantize_rows_impl(best(), x, x_rs, rows, in_dim, &mut p, Layout::Panels);
-    quantize_rows_impl(best(), x, x_rs, rows, in_dim, &mut r, Layout::Rows);
+    quantize_rows_impl(best(), x, x_rs, rows, in_dim, &[], &mut p, Layout::Panels);
+    quantize_rows_impl(best(), x, x_rs, rows, in_dim, &[], &mut r, Layout::Rows);
     assert_eq!((p.layout, r.layout), (Layout::Panels, Layout::Rows));
     for row in 0..rows {
         assert_eq!(p.scale[row].to_bits(), r.scale[row].to_bits());
