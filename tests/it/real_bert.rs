@@ -203,15 +203,15 @@ fn bf16_and_int8_stay_close_to_f32_on_real_weights() {
     let encoded = f32_model.encode_pairs(&pairs(&cases)).unwrap();
     let (base, base_hidden) = f32_model.logits_and_hidden(&encoded).unwrap();
     // (dtype, max rel. L2 of the [CLS] state, max |score - f32|, min Spearman
-    // per query). Measured 2026-12-01 (BENCHMARKS.md, "Accuracy on real
-    // weights"): bf16 4.6e-3 / 7.6e-3 / 0.9985; int8 4.9e-2 / 8.8e-2 / 0.9805,
-    // where ONNX Runtime's dynamic per-channel int8 of the same model gets
-    // 1.1e-1 / 1.5e-1 / 0.929. The int8 bounds hold it below ONNX Runtime's
-    // error with a margin; int8's error on real weights is 2.7x its
-    // random-weight figure, the open item for a better int8 scheme.
+    // per query). Measured 2026-12-01 (BENCHMARKS.md, "BERT on real
+    // weights"): bf16 4.6e-3 / 7.6e-3 / 0.9985; int8 2.4e-2 / 2.7e-2 / 0.9895
+    // with its layers smoothed where that measures better (4.9e-2 / 8.8e-2 /
+    // 0.9805 before), where ONNX Runtime's dynamic per-channel int8 of the
+    // same model gets 1.1e-1 / 1.5e-1 / 0.929. The int8 bounds sit between
+    // the smoothed and the unsmoothed figures: losing the smoothing fails.
     for (dtype, max_rel, max_score, min_rho) in [
         (Dtype::Bf16, 1e-2, 1.5e-2, 0.995),
-        (Dtype::Int8, 6e-2, 0.1, 0.975),
+        (Dtype::Int8, 3.5e-2, 5e-2, 0.98),
     ] {
         let rr = load(dir, Some(dtype), false);
         let (logits, hidden) = rr.logits_and_hidden(&encoded).unwrap();
@@ -235,8 +235,9 @@ fn bf16_and_int8_stay_close_to_f32_on_real_weights() {
             .map(|(l, b)| spearman(l, b))
             .fold(1f64, f64::min);
         eprintln!(
-            "{dtype} ({}): max rel. L2 [CLS] {rel:.2e}, max |score - f32| {score:.2e}, min Spearman per query {rho:.4}",
-            rr.kernels().map(|k| k.to_string()).unwrap_or_default()
+            "{dtype} ({}{}): max rel. L2 [CLS] {rel:.2e}, max |score - f32| {score:.2e}, min Spearman per query {rho:.4}",
+            rr.kernels().map(|k| k.to_string()).unwrap_or_default(),
+            rr.layer_precision().map(|p| format!("; {p}")).unwrap_or_default()
         );
         assert!(
             rel <= max_rel,

@@ -237,23 +237,20 @@ impl CpuModel {
         Ok(model)
     }
 
-    /// Quantizes the f32 layers of an int8 model, smoothing each int8 layer's
-    /// input SmoothQuant's way (Xiao et al. 2023): per input channel `j`,
-    /// `s_j = sqrt(max|X_j| / max|W_j|)` (α = 0.5), the weights' column `j`
-    /// multiplied by `s_j` before per-channel quantization and the
-    /// activations divided by it as they are quantized (exact algebra).
+    /// Quantizes the f32 layers of an int8 model, each int8 layer with or
+    /// without SmoothQuant's smoothing of its input (Xiao et al. 2023), as
+    /// measured better on a calibration pass ([`Linear::quantize_best`]).
     /// Activation outliers sit in a few channels of trained models (LayerNorm
     /// outputs above all); per-row quantization spends its 255 steps on them,
     /// and smoothing hands part of that range to the weights, which have
-    /// precision to spare. `max|X_j|` comes from one f32 pass over
-    /// [`calibration_batch`], layer by layer: each layer is quantized right
-    /// after its pass, so its f32 pages are released before the next is read.
+    /// precision to spare. The pass runs f32 over [`calibration_batch`], layer
+    /// by layer: each layer is quantized right after its pass, so its f32
+    /// pages are released before the next layer's are read.
     ///
-    /// On all-MiniLM-L6-v2's real weights this divides int8's error by ~2
-    /// (BENCHMARKS.md "BERT on real weights"); random weights have no outlier
-    /// channels, so there it changes little. `s_j` is rounded to a power of
-    /// two: the scaling then rounds nothing, and the last bits of the
-    /// calibration pass (thread count, kernels) rarely move it.
+    /// On all-MiniLM-L6-v2's real weights this halves int8's error
+    /// (BENCHMARKS.md "BERT on real weights"). The factors are powers of two
+    /// from seeded inputs: a model quantizes to the same weights in every
+    /// process, and the scaling itself rounds nothing.
     fn quantize_calibrated(&mut self, cfg: &ModelConfig, residual_dtype: Dtype) {
         let batch = calibration_batch(cfg);
         let dims = self.dims();
@@ -268,7 +265,7 @@ impl CpuModel {
         );
         let layers = std::mem::take(&mut self.layers);
         for layer in layers {
-            let mut stats = InputMax::default();
+            let mut stats = LayerInputs::default();
             let bufs = (&mut qkv[..], &mut ctx[..], &mut mid[..], &mut ffn[..]);
             layer_pass(&layer, dims, &batch, &mut x, bufs, false, Some(&mut stats));
             let Layer {
@@ -281,18 +278,32 @@ impl CpuModel {
                 output_norm,
             } = layer;
             let fused = Linear::fused(qkv_parts, Dtype::F32);
-            let residual = |l: Linear, stats: &[f32]| match residual_dtype {
-                Dtype::Int8 => l.pack_smoothed(stats),
-                other => l.pack(other),
+            let mut smoothed = 0;
+            let mut best = |l: Linear, (x, rows): &(Vec<f32>, usize)| {
+                let (l, s) = l.quantize_best(x, *rows);
+                smoothed += s as usize;
+                l
             };
+            let qkv = best(fused, &stats.qkv);
+            let intermediate = best(intermediate, &stats.intermediate);
+            let (attention_output, output) = match residual_dtype {
+                Dtype::Int8 => (
+                    best(attention_output, &stats.attention_output),
+                    best(output, &stats.output),
+                ),
+                other => (attention_output.pack(other), output.pack(other)),
+            };
+            tracing::debug!(
+                "int8 layer {}: {smoothed} linear layers smoothed",
+                self.layers.len()
+            );
             self.layers.push(Layer {
                 qkv_parts: Vec::new(),
-                qkv: Some(fused.pack_smoothed(&stats.qkv)),
-                attention_output: residual(attention_output, &stats.attention_output)
-                    .gemm_at_any_rows(),
+                qkv: Some(qkv),
+                attention_output: attention_output.gemm_at_any_rows(),
                 attention_norm,
-                intermediate: intermediate.pack_smoothed(&stats.intermediate),
-                output: residual(output, &stats.output).gemm_at_any_rows(),
+                intermediate,
+                output: output.gemm_at_any_rows(),
                 output_norm,
             });
         }
@@ -412,24 +423,19 @@ struct Dims {
     eps: f32,
 }
 
-/// Per input channel, the largest |value| each of a layer's four linear
-/// layers read in a calibration pass.
+/// What each of a layer's four linear layers read in a calibration pass:
+/// the rows and their number.
 #[derive(Default)]
-struct InputMax {
-    qkv: Vec<f32>,
-    attention_output: Vec<f32>,
-    intermediate: Vec<f32>,
-    output: Vec<f32>,
+struct LayerInputs {
+    qkv: (Vec<f32>, usize),
+    attention_output: (Vec<f32>, usize),
+    intermediate: (Vec<f32>, usize),
+    output: (Vec<f32>, usize),
 }
 
-/// Folds `rows` rows of `x` (row length `dim`) into per-column maxima of |x|.
-fn column_abs_max(max: &mut Vec<f32>, x: &[f32], dim: usize, rows: usize) {
-    max.resize(dim, 0.0);
-    for row in x[..rows * dim].chunks_exact(dim) {
-        for (m, v) in max.iter_mut().zip(row) {
-            *m = m.max(v.abs());
-        }
-    }
+/// A copy of the first `rows` rows of `x` (row length `dim`).
+fn rows_of(x: &[f32], dim: usize, rows: usize) -> (Vec<f32>, usize) {
+    (x[..rows * dim].to_vec(), rows)
 }
 
 /// Buffers of a layer pass: Q/K/V (tokens × 3H), context, attention output,
@@ -446,13 +452,13 @@ fn layer_pass(
     x: &mut [f32],
     (qkv, ctx, mid, ffn): LayerBufs,
     first_only: bool,
-    mut stats: Option<&mut InputMax>,
+    mut stats: Option<&mut LayerInputs>,
 ) {
     let (h, inter) = (dims.hidden, dims.intermediate);
     let (tokens, pairs) = (batch.ids.len(), batch.len());
     let rows = if first_only { pairs } else { tokens };
     if let Some(st) = stats.as_deref_mut() {
-        column_abs_max(&mut st.qkv, x, h, tokens);
+        st.qkv = rows_of(x, h, tokens);
     }
     // Q, K, V for every token, side by side in one (tokens × 3H) buffer.
     if let Some(lin) = &layer.qkv {
@@ -465,7 +471,7 @@ fn layer_pass(
     }
     attention(qkv, ctx, batch, (h, dims.heads), first_only);
     if let Some(st) = stats.as_deref_mut() {
-        column_abs_max(&mut st.attention_output, ctx, h, rows);
+        st.attention_output = rows_of(ctx, h, rows);
     }
     // mid = LayerNorm(x + bias + ctx · Woᵀ)
     let residual: Vec<f32>;
@@ -488,7 +494,7 @@ fn layer_pass(
         .attention_norm
         .apply(&mut mid[..rows * h], h, dims.eps);
     if let Some(st) = stats.as_deref_mut() {
-        column_abs_max(&mut st.intermediate, mid, h, rows);
+        st.intermediate = rows_of(mid, h, rows);
     }
     // ffn = GELU(mid · Wiᵀ + bi): the bias is added by the GELU pass.
     layer.intermediate.matmul(ffn, inter, mid, h, rows, false);
@@ -497,7 +503,7 @@ fn layer_pass(
         .par_chunks_mut(inter)
         .for_each(|row| kernels::bias_gelu(row, bias));
     if let Some(st) = stats.as_deref_mut() {
-        column_abs_max(&mut st.output, ffn, inter, rows);
+        st.output = rows_of(ffn, inter, rows);
     }
     // x = LayerNorm(mid + bo + ffn · Wo2ᵀ)
     let bias = layer.output.bias.as_slice();
