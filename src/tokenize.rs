@@ -208,6 +208,21 @@ impl PairEncoder {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids of one text with each token's byte span in it (the same
+    /// ids as [`PairEncoder::text_ids`]).
+    pub fn text_ids_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
+    }
+
+    /// Truncates and joins already tokenized texts, as [`PairEncoder::encode`] does.
+    pub fn join_ids(&self, query: &[u32], passage: &[u32], t: &TruncationParams) -> EncodedPair {
+        self.join(query, passage, t)
+    }
+
     /// Encodes one pair.
     pub fn encode(&self, query: &str, passage: &str, t: &TruncationParams) -> Result<EncodedPair> {
         let q = self.text_ids(query)?;
