@@ -93,6 +93,15 @@ pub struct Chunked {
 }
 
 impl Chunked {
+    /// A passage scored whole, as one pair.
+    pub fn whole(pair: EncodedPair, passage: &str) -> Self {
+        let span = 0..passage.chars().count();
+        Self {
+            windows: vec![pair],
+            spans: vec![span],
+        }
+    }
+
     /// Whether the passage was split (more than one window).
     pub fn is_split(&self) -> bool {
         self.windows.len() > 1

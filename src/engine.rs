@@ -357,10 +357,7 @@ impl Reranker {
                 .encode_pairs(pairs)?
                 .into_iter()
                 .zip(pairs)
-                .map(|(pair, (_, p))| Chunked {
-                    windows: vec![pair],
-                    spans: vec![0..p.as_ref().chars().count()],
-                })
+                .map(|(pair, (_, p))| Chunked::whole(pair, p.as_ref()))
                 .collect()),
             LongDocuments::Chunk => pairs
                 .par_iter()

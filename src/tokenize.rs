@@ -120,6 +120,9 @@ pub enum Side {
     Left,
 }
 
+/// Each token's byte span `(start, end)` in its text.
+pub type Offsets = Vec<(usize, usize)>;
+
 /// A pair ready for the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedPair {
@@ -210,7 +213,7 @@ impl PairEncoder {
 
     /// Token ids of one text with each token's byte span in it (the same
     /// ids as [`PairEncoder::text_ids`]).
-    pub fn text_ids_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    pub fn text_ids_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Offsets)> {
         let enc = self
             .tokenizer
             .encode(text, false)

@@ -95,10 +95,7 @@ fn chunk_all(
             None => {
                 let mut ids = encoder.text_ids(p)?;
                 ids.truncate(max_passage_tokens.unwrap_or(usize::MAX));
-                Ok(Chunked {
-                    windows: vec![encoder.join_ids(&q, &ids, truncation)],
-                    spans: vec![0..p.chars().count()],
-                })
+                Ok(Chunked::whole(encoder.join_ids(&q, &ids, truncation), p))
             }
         })
         .collect()
