@@ -283,6 +283,7 @@ pub fn run(args: &TrecArgs) -> Result<()> {
     } else {
         ProgressBar::hidden()
     };
+    bar.set_message(format!("0/{}", run.len()));
     let mut out = BufWriter::new(std::io::stdout().lock());
     let written = rerank_all(&reranker, &run, &queries, &corpus, &bar, &mut out);
     bar.finish_and_clear();
