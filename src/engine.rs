@@ -6,8 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use crate::backend::{check_logits, Backend, BatchBudget, PackedBatch, ScoreTransform, TokenSpace};
 pub use crate::backend::{rank_scores, Ranked};
+use crate::chunk::{best_window, ChunkParams, Chunked, LongDocuments, Window};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::model::{Choice, Model, Weights};
@@ -38,6 +41,11 @@ pub struct RerankerOptions {
     /// Use the portable candle implementation even on CPU in f32, where the
     /// hand-written one would run (for comparisons and tests).
     pub portable: bool,
+    /// What happens to a pair longer than `max_length`: truncated (default),
+    /// or its passage scored in windows, the best one counting ([`crate::chunk`]).
+    pub long_documents: LongDocuments,
+    /// The windows of [`LongDocuments::Chunk`].
+    pub chunking: ChunkParams,
 }
 
 /// Default `max_length`: the model's full context.
@@ -60,6 +68,8 @@ impl Default for RerankerOptions {
             device: DeviceKind::Cpu,
             dtype: None,
             portable: false,
+            long_documents: LongDocuments::Truncate,
+            chunking: ChunkParams::default(),
         }
     }
 }
@@ -95,6 +105,22 @@ impl ModelFiles {
             weights,
         })
     }
+}
+
+/// A passage's score and, when it was scored in windows, the one that won.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentScore {
+    pub score: f32,
+    /// `None` unless chunking split the passage.
+    pub window: Option<Window>,
+}
+
+/// A passage of [`Reranker::rank_documents`]: its input position, score and winning window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankedDocument {
+    pub index: usize,
+    pub score: f32,
+    pub window: Option<Window>,
 }
 
 /// A loaded cross-encoder.
@@ -224,15 +250,43 @@ impl Reranker {
     }
 
     /// Scores `(query, passage)` pairs, in input order: sigmoid scores, or
-    /// raw logits when `raw_scores` is set.
+    /// raw logits when `raw_scores` is set. With [`LongDocuments::Chunk`], a
+    /// passage too long for its pair scores as its best window.
     pub fn score<Q, P>(&self, pairs: &[(Q, P)]) -> Result<Vec<f32>>
     where
         Q: AsRef<str> + Sync,
         P: AsRef<str> + Sync,
     {
+        if self.options.long_documents == LongDocuments::Chunk {
+            return Ok(self
+                .score_documents(pairs)?
+                .into_iter()
+                .map(|d| d.score)
+                .collect());
+        }
         let encoded = self.encode_pairs(pairs)?;
         let logits = self.logits(&encoded)?;
         Ok(self.transform().apply_all(logits))
+    }
+
+    /// [`Reranker::score`] with the winning window of each chunked passage.
+    pub fn score_documents<Q, P>(&self, pairs: &[(Q, P)]) -> Result<Vec<DocumentScore>>
+    where
+        Q: AsRef<str> + Sync,
+        P: AsRef<str> + Sync,
+    {
+        if self.options.long_documents == LongDocuments::Truncate {
+            let encoded = self.encode_pairs(pairs)?;
+            let scores = self.transform().apply_all(self.logits(&encoded)?);
+            return Ok(scores
+                .into_iter()
+                .map(|score| DocumentScore {
+                    score,
+                    window: None,
+                })
+                .collect());
+        }
+        self.score_chunked(&self.encode_documents(pairs)?)
     }
 
     /// Scores passages against one query and returns them best first
@@ -243,11 +297,122 @@ impl Reranker {
         passages: &[S],
         top_k: Option<usize>,
     ) -> Result<Vec<Ranked>> {
+        if self.options.long_documents == LongDocuments::Chunk {
+            return Ok(self
+                .rank_documents(query, passages, top_k)?
+                .into_iter()
+                .map(|r| Ranked {
+                    index: r.index,
+                    score: r.score,
+                })
+                .collect());
+        }
         let encoded = self
             .encoder
             .encode_passages(query, passages, &self.truncation)?;
         let scores = self.transform().apply_all(self.logits(&encoded)?);
         Ok(rank_scores(&scores, top_k))
+    }
+
+    /// [`Reranker::rank`] with the winning window of each chunked passage.
+    pub fn rank_documents<S: AsRef<str> + Sync>(
+        &self,
+        query: &str,
+        passages: &[S],
+        top_k: Option<usize>,
+    ) -> Result<Vec<RankedDocument>> {
+        let scored = if self.options.long_documents == LongDocuments::Truncate {
+            let pairs: Vec<(&str, &str)> = passages.iter().map(|p| (query, p.as_ref())).collect();
+            self.score_documents(&pairs)?
+        } else {
+            let q = self.encoder.text_ids(query)?;
+            let chunked: Vec<Chunked> = passages
+                .par_iter()
+                .map(|p| {
+                    self.encoder.encode_chunked(
+                        &q,
+                        p.as_ref(),
+                        &self.truncation,
+                        &self.options.chunking,
+                        None,
+                    )
+                })
+                .collect::<Result<_>>()?;
+            self.score_chunked(&chunked)?
+        };
+        let scores: Vec<f32> = scored.iter().map(|d| d.score).collect();
+        Ok(rank_scores(&scores, top_k)
+            .into_iter()
+            .map(|r| RankedDocument {
+                index: r.index,
+                score: r.score,
+                window: scored[r.index].window.clone(),
+            })
+            .collect())
+    }
+
+    /// Encodes pairs as [`Reranker::score`] scores them: one window each
+    /// when truncating, else [`PairEncoder::encode_chunked`]'s windows.
+    pub fn encode_documents<Q, P>(&self, pairs: &[(Q, P)]) -> Result<Vec<Chunked>>
+    where
+        Q: AsRef<str> + Sync,
+        P: AsRef<str> + Sync,
+    {
+        match self.options.long_documents {
+            LongDocuments::Truncate => Ok(self
+                .encode_pairs(pairs)?
+                .into_iter()
+                .zip(pairs)
+                .map(|(pair, (_, p))| Chunked::whole(pair, p.as_ref()))
+                .collect()),
+            LongDocuments::Chunk => pairs
+                .par_iter()
+                .map(|(q, p)| {
+                    let q = self.encoder.text_ids(q.as_ref())?;
+                    self.encoder.encode_chunked(
+                        &q,
+                        p.as_ref(),
+                        &self.truncation,
+                        &self.options.chunking,
+                        None,
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Scores every window of every passage in the engine's batches; a
+    /// passage gets its best window's score.
+    pub fn score_chunked(&self, docs: &[Chunked]) -> Result<Vec<DocumentScore>> {
+        let flat: Vec<&[u32]> = docs
+            .iter()
+            .flat_map(|d| d.windows.iter().map(|w| w.ids.as_slice()))
+            .collect();
+        let logits = self.logits(&flat)?;
+        Ok(self.document_scores(docs, &logits))
+    }
+
+    /// Scores of passages from the logits of all their windows, in order
+    /// (`logits` as long as all the windows together).
+    pub fn document_scores(&self, docs: &[Chunked], logits: &[f32]) -> Vec<DocumentScore> {
+        let transform = self.transform();
+        let mut at = 0;
+        docs.iter()
+            .map(|d| {
+                let n = d.windows.len();
+                let (best, logit) = best_window(&logits[at..at + n]);
+                at += n;
+                DocumentScore {
+                    score: transform.apply(logit),
+                    window: d.is_split().then(|| Window {
+                        index: best,
+                        count: n,
+                        start: d.spans[best].start,
+                        end: d.spans[best].end,
+                    }),
+                }
+            })
+            .collect()
     }
 
     /// Raw logits of already-encoded pairs, in input order.
@@ -344,6 +509,9 @@ fn truncation_params(
     }
     if options.batch_size == 0 {
         return Err(Error::InvalidOption("batch_size must be at least 1".into()));
+    }
+    if options.long_documents == LongDocuments::Chunk {
+        options.chunking.check()?;
     }
     if options.max_batch_tokens == 0 {
         return Err(Error::InvalidOption(

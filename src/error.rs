@@ -34,6 +34,11 @@ pub enum Error {
     #[error("invalid option: {0}")]
     InvalidOption(String),
 
+    /// A data file (qrels, run, queries, corpus) that cannot be read as its
+    /// format says; the message names the file and line.
+    #[error("{0}")]
+    InvalidInput(String),
+
     /// Token ids handed to a forward pass that the model cannot take.
     #[error("invalid batch: {0}")]
     InvalidBatch(String),

@@ -41,19 +41,23 @@
 //!   - `model/kernels/`: CPU kernels and their choice ([`model::Kernels`], the
 //!     `RERANK_*_KERNEL` switches): `elementwise.rs`, `small_f32.rs`, `bf16/`, `i8/`
 //!     (a file per instruction set: portable, AVX-512, AMX), `amx.rs`.
+//! - [`chunk`]: long documents: windows of a passage, scored by the best one.
 //! - [`tokenize`]: pair encoding and the truncation strategies of the reference tools.
 //! - [`config`]: `config.json` → validated [`ModelConfig`].
 //! - [`hub`]: a model id or directory → files; the Hugging Face cache; downloads.
 //! - [`synthetic`]: random-weight models with real shapes, for benchmarks.
+//! - [`eval`]: retrieval evaluation (qrels + TREC runs → trec_eval's measures, paired t-test).
 //! - [`error`]: the library's one error type.
 
 // serde_json's `json!` recurses once per token; the OpenAPI document is one large literal.
 #![recursion_limit = "256"]
 
 pub mod backend;
+pub mod chunk;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod hub;
 pub mod model;
 pub mod scheduler;
@@ -63,6 +67,7 @@ pub mod synthetic;
 pub mod tokenize;
 
 pub use backend::{Backend, PackedBatch, Ranked, ScoreTransform};
+pub use chunk::{ChunkParams, LongDocuments};
 pub use config::ModelConfig;
 pub use engine::{Reranker, RerankerOptions};
 pub use error::{Error, Result};

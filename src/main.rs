@@ -18,6 +18,12 @@ enum Command {
     Rank(cli::rank::RankArgs),
     /// Score (query, passage) pairs from a JSONL file, in input order.
     Score(cli::score::ScoreArgs),
+    /// Rerank a first-stage TREC run (queries + corpus in TSV or BEIR JSONL) and write
+    /// the reranked TREC run to standard output.
+    Trec(cli::trec::TrecArgs),
+    /// Evaluate TREC runs against qrels: nDCG@k, MRR, Recall@k, P@k, MAP as trec_eval
+    /// computes them, with a paired t-test against the first run.
+    Eval(cli::eval::EvalArgs),
     /// Run the two demos of the deployment guide (AI trends; China's capital).
     Demo(cli::demo::DemoArgs),
     /// Download a model into the Hugging Face cache (HF_HOME, HF_ENDPOINT, HF_TOKEN).
@@ -47,6 +53,8 @@ fn main() -> std::process::ExitCode {
     let result = match &cli.command {
         Command::Rank(args) => cli::rank::run(args),
         Command::Score(args) => cli::score::run(args),
+        Command::Trec(args) => cli::trec::run(args),
+        Command::Eval(args) => cli::eval::run(args),
         Command::Demo(args) => cli::demo::run(args),
         Command::Download(args) => cli::download::run(args),
         Command::Bench(args) => cli::bench::run(args),

@@ -120,6 +120,9 @@ pub enum Side {
     Left,
 }
 
+/// Each token's byte span `(start, end)` in its text.
+pub type Offsets = Vec<(usize, usize)>;
+
 /// A pair ready for the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedPair {
@@ -206,6 +209,21 @@ impl PairEncoder {
             .encode_fast(text, false)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// Token ids of one text with each token's byte span in it (the same
+    /// ids as [`PairEncoder::text_ids`]).
+    pub fn text_ids_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Offsets)> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
+    }
+
+    /// Truncates and joins already tokenized texts, as [`PairEncoder::encode`] does.
+    pub fn join_ids(&self, query: &[u32], passage: &[u32], t: &TruncationParams) -> EncodedPair {
+        self.join(query, passage, t)
     }
 
     /// Encodes one pair.

@@ -3,18 +3,22 @@
 pub mod bench;
 pub mod demo;
 pub mod download;
+pub mod eval;
 pub mod health;
 pub mod rank;
 pub mod score;
 #[cfg(feature = "server")]
 pub mod serve;
+pub mod trec;
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use rerank::hub::{self, HubConfig, ResolvedModel};
-use rerank::{DeviceKind, Dtype, Reranker, RerankerOptions, Truncation};
+use rerank::{
+    ChunkParams, DeviceKind, Dtype, LongDocuments, Reranker, RerankerOptions, Truncation,
+};
 
 /// Flags of every command that loads a model; each also reads an env var.
 #[derive(Debug, Clone, Args)]
@@ -53,6 +57,22 @@ pub struct ModelArgs {
     /// Print raw logits instead of sigmoid scores (score bars then show sigmoid(logit)).
     #[arg(long, env = "RERANK_RAW")]
     pub raw: bool,
+    /// What to do with a passage whose pair is longer than --max-length: truncate it,
+    /// or chunk it into overlapping windows scored one by one, the best window's
+    /// score counting (pairs that fit are scored as with truncate).
+    #[arg(long, env = "RERANK_LONG_DOCUMENTS", default_value = "truncate", value_parser = parse::<LongDocuments>)]
+    pub long_documents: LongDocuments,
+    /// Passage tokens per window with --long-documents chunk [default: what --max-length
+    /// leaves after the query and the special tokens; never more].
+    #[arg(long, env = "RERANK_CHUNK_TOKENS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub chunk_tokens: Option<u64>,
+    /// Tokens neighbouring windows share (at most half a window is used).
+    #[arg(long, env = "RERANK_CHUNK_OVERLAP", default_value_t = rerank::chunk::DEFAULT_OVERLAP)]
+    pub chunk_overlap: usize,
+    /// Most windows per passage; the rest of a longer passage is not scored (bounds
+    /// the work per passage).
+    #[arg(long, env = "RERANK_MAX_CHUNKS_PER_DOC", default_value_t = rerank::chunk::DEFAULT_MAX_CHUNKS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_chunks_per_doc: usize,
     /// Compute threads [default: all cores].
     #[arg(long, env = "RERANK_THREADS")]
     pub threads: Option<usize>,
@@ -74,6 +94,12 @@ impl ModelArgs {
             raw_scores: self.raw,
             device: self.device,
             dtype: self.dtype,
+            long_documents: self.long_documents,
+            chunking: ChunkParams {
+                chunk_tokens: self.chunk_tokens.map(|c| c as usize),
+                overlap: self.chunk_overlap,
+                max_chunks: self.max_chunks_per_doc,
+            },
             ..RerankerOptions::default()
         }
     }

@@ -29,7 +29,9 @@ pub struct RankArgs {
     #[arg(long, short = 'k', value_name = "K", value_parser = parse_top_k)]
     pub top_k: Option<usize>,
     /// Print only a JSON array [{"index", "score", "text"}], best first
-    /// ("index" is the passage's position in the input).
+    /// ("index" is the passage's position in the input; with --long-documents chunk a
+    /// split passage also has "window": {"index", "count", "start", "end"}, the
+    /// winning window's character span).
     #[arg(long)]
     pub json: bool,
 }
@@ -47,13 +49,16 @@ struct JsonRanked<'a> {
     index: usize,
     score: f32,
     text: &'a str,
+    /// The winning window of a chunked passage (characters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window: Option<rerank::chunk::Window>,
 }
 
 pub fn run(args: &RankArgs) -> Result<()> {
     let passages = read_passages(args)?;
     let reranker = args.model.load()?;
     let start = Instant::now();
-    let ranked = reranker.rank(&args.query, &passages, args.top_k)?;
+    let ranked = reranker.rank_documents(&args.query, &passages, args.top_k)?;
     let elapsed = start.elapsed();
     let mut out = std::io::stdout().lock();
     let written = if args.json {
@@ -63,6 +68,7 @@ pub fn run(args: &RankArgs) -> Result<()> {
                 index: r.index,
                 score: r.score,
                 text: &passages[r.index],
+                window: r.window.clone(),
             })
             .collect();
         serde_json::to_writer(&mut out, &items)

@@ -121,28 +121,34 @@ fn write_scores(mut out: impl Write, scores: &[f32]) -> Result<()> {
 /// progress bar (on stderr, when it is a terminal) can follow. The batches
 /// are the engine's own plan, so the scores are the same as in one call.
 fn score_with_progress(reranker: &Reranker, pairs: &[(String, String)]) -> Result<Vec<f32>> {
-    let encoded = reranker.encode_pairs(pairs)?;
+    let docs = reranker.encode_documents(pairs)?;
+    let windows: Vec<&[u32]> = docs
+        .iter()
+        .flat_map(|d| d.windows.iter().map(|w| w.ids.as_slice()))
+        .collect();
     let bar = if std::io::stderr().is_terminal() && !pairs.is_empty() {
         let style = ProgressStyle::with_template(
             "scoring [{bar:30}] {pos}/{len} pairs ({elapsed} elapsed, {eta} left)",
         )
         .expect("valid template")
         .progress_chars("=> ");
-        ProgressBar::new(pairs.len() as u64).with_style(style)
+        ProgressBar::new(windows.len() as u64).with_style(style)
     } else {
         ProgressBar::hidden()
     };
-    let lens: Vec<usize> = encoded.iter().map(|e| e.ids.len()).collect();
-    let mut scores = vec![0f32; pairs.len()];
-    let transform = reranker.transform();
+    let lens: Vec<usize> = windows.iter().map(|w| w.len()).collect();
+    let mut logits = vec![0f32; windows.len()];
     for batch in reranker.budget().plan(&lens) {
-        let ids: Vec<&[u32]> = batch.iter().map(|&i| encoded[i].ids.as_slice()).collect();
-        let logits = reranker.logits(&ids)?;
-        for (&i, logit) in batch.iter().zip(logits) {
-            scores[i] = transform.apply(logit);
+        let ids: Vec<&[u32]> = batch.iter().map(|&i| windows[i]).collect();
+        for (&i, logit) in batch.iter().zip(reranker.logits(&ids)?) {
+            logits[i] = logit;
         }
         bar.inc(batch.len() as u64);
     }
     bar.finish_and_clear();
-    Ok(scores)
+    Ok(reranker
+        .document_scores(&docs, &logits)
+        .into_iter()
+        .map(|d| d.score)
+        .collect())
 }

@@ -105,6 +105,15 @@ pub struct CohereRequest {
     /// (Infinity's field; infinity_client always sends it).
     #[serde(default, deserialize_with = "flexible_bool")]
     pub raw_scores: Option<bool>,
+    /// Cohere v2: each document is cut to its first `max_tokens_per_doc`
+    /// tokens before it is paired with the query [default: no limit].
+    #[serde(default)]
+    pub max_tokens_per_doc: Option<usize>,
+    /// Cohere v1: chunk documents too long for a pair into at most this many
+    /// windows and score each by its best [default: `--long-documents`,
+    /// `--max-chunks-per-doc`].
+    #[serde(default)]
+    pub max_chunks_per_doc: Option<usize>,
 }
 
 /// A document: a plain string or an object with a `text` field.
@@ -148,6 +157,10 @@ pub struct CohereResult {
     pub relevance_score: f32,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub document: Option<DocumentText>,
+    /// An extension, present only when chunking split the document: the
+    /// window that gave the score (`start`, `end` in characters of the document).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub window: Option<crate::chunk::Window>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -48,6 +48,7 @@ pub use metrics::Metrics;
 pub use routes::router;
 
 use crate::backend::Backend;
+use crate::chunk::{ChunkParams, Chunked, LongDocuments};
 use crate::engine::Reranker;
 use crate::error::Result;
 use crate::model::{DeviceKind, Dtype};
@@ -63,6 +64,41 @@ pub trait PairTokenizer: Send + Sync + 'static {
         passages: &[String],
         truncation: &TruncationParams,
     ) -> Result<Vec<EncodedPair>>;
+
+    /// Each passage as the windows chunking scores ([`PairEncoder::encode_chunked`]),
+    /// or without `chunking` as one pair, the passage first cut to
+    /// `max_passage_tokens` (Cohere's `max_tokens_per_doc`).
+    fn encode_chunked_passages(
+        &self,
+        query: &str,
+        passages: &[String],
+        truncation: &TruncationParams,
+        chunking: Option<&ChunkParams>,
+        max_passage_tokens: Option<usize>,
+    ) -> Result<Vec<Chunked>>;
+}
+
+fn chunk_all(
+    encoder: &PairEncoder,
+    query: &str,
+    passages: &[String],
+    truncation: &TruncationParams,
+    chunking: Option<&ChunkParams>,
+    max_passage_tokens: Option<usize>,
+) -> Result<Vec<Chunked>> {
+    use rayon::prelude::*;
+    let q = encoder.text_ids(query)?;
+    passages
+        .par_iter()
+        .map(|p| match chunking {
+            Some(c) => encoder.encode_chunked(&q, p, truncation, c, max_passage_tokens),
+            None => {
+                let mut ids = encoder.text_ids(p)?;
+                ids.truncate(max_passage_tokens.unwrap_or(usize::MAX));
+                Ok(Chunked::whole(encoder.join_ids(&q, &ids, truncation), p))
+            }
+        })
+        .collect()
 }
 
 impl PairTokenizer for PairEncoder {
@@ -74,6 +110,24 @@ impl PairTokenizer for PairEncoder {
     ) -> Result<Vec<EncodedPair>> {
         PairEncoder::encode_passages(self, query, passages, truncation)
     }
+
+    fn encode_chunked_passages(
+        &self,
+        query: &str,
+        passages: &[String],
+        truncation: &TruncationParams,
+        chunking: Option<&ChunkParams>,
+        max_passage_tokens: Option<usize>,
+    ) -> Result<Vec<Chunked>> {
+        chunk_all(
+            self,
+            query,
+            passages,
+            truncation,
+            chunking,
+            max_passage_tokens,
+        )
+    }
 }
 
 impl PairTokenizer for Reranker {
@@ -84,6 +138,24 @@ impl PairTokenizer for Reranker {
         truncation: &TruncationParams,
     ) -> Result<Vec<EncodedPair>> {
         self.encoder().encode_passages(query, passages, truncation)
+    }
+
+    fn encode_chunked_passages(
+        &self,
+        query: &str,
+        passages: &[String],
+        truncation: &TruncationParams,
+        chunking: Option<&ChunkParams>,
+        max_passage_tokens: Option<usize>,
+    ) -> Result<Vec<Chunked>> {
+        chunk_all(
+            self.encoder(),
+            query,
+            passages,
+            truncation,
+            chunking,
+            max_passage_tokens,
+        )
     }
 }
 
@@ -98,6 +170,11 @@ pub struct ServedModel {
     pub backend: Arc<dyn Backend>,
     /// Default truncation; requests may change the side or turn it off.
     pub truncation: TruncationParams,
+    /// Whether long documents are chunked by default (`--long-documents`);
+    /// a Cohere request's `max_chunks_per_doc` chunks anyway.
+    pub long_documents: LongDocuments,
+    /// The windows of chunking (`--chunk-tokens`, `--chunk-overlap`, `--max-chunks-per-doc`).
+    pub chunking: ChunkParams,
     pub dtype: Dtype,
     pub device: DeviceKind,
     /// Which implementation runs the forward pass (`cpu-f32`, `candle`, …), for `/info`.
@@ -122,6 +199,8 @@ impl ServedModel {
             model_id: name.clone(),
             name,
             truncation: *reranker.truncation(),
+            long_documents: options.long_documents,
+            chunking: options.chunking,
             dtype: reranker.dtype(),
             device: options.device,
             implementation: reranker.implementation().to_string(),
@@ -229,6 +308,8 @@ struct Inner {
     started: u64,
     tokenizer: Arc<dyn PairTokenizer>,
     truncation: TruncationParams,
+    long_documents: LongDocuments,
+    chunking: ChunkParams,
     dtype: Dtype,
     device: DeviceKind,
     implementation: String,
@@ -294,6 +375,8 @@ impl AppState {
             started: unix_now(),
             tokenizer: model.tokenizer,
             truncation: model.truncation,
+            long_documents: model.long_documents,
+            chunking: model.chunking,
             dtype: model.dtype,
             device: model.device,
             implementation: model.implementation,

@@ -143,7 +143,9 @@ pub fn spec() -> Value {
                         ]}},
                         "top_n": {"type": "integer", "minimum": 1, "nullable": true},
                         "return_documents": {"type": "boolean", "nullable": true, "default": false, "description": "include each document as {text}; on POST /rerank never (Infinity's and vLLM's clients disagree on its type)"},
-                        "raw_scores": {"type": "boolean", "nullable": true, "default": false, "description": "raw logits as relevance_score (Infinity's field)"}
+                        "raw_scores": {"type": "boolean", "nullable": true, "default": false, "description": "raw logits as relevance_score (Infinity's field)"},
+                        "max_tokens_per_doc": {"type": "integer", "minimum": 1, "nullable": true, "description": "Cohere v2: cut each document to its first max_tokens_per_doc tokens before pairing it with the query (default: no limit)"},
+                        "max_chunks_per_doc": {"type": "integer", "minimum": 1, "nullable": true, "description": "Cohere v1: a document too long for one pair is scored in at most this many overlapping windows, its score the best window's (default: the server's --long-documents and --max-chunks-per-doc)"}
                     }
                 },
                 "CohereResponse": {
@@ -158,7 +160,13 @@ pub fn spec() -> Value {
                             "properties": {
                                 "index": {"type": "integer", "minimum": 0},
                                 "relevance_score": {"type": "number", "description": "sigmoid score in (0, 1); the raw logit with raw_scores"},
-                                "document": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}
+                                "document": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}},
+                                "window": {"type": "object", "required": ["index", "count", "start", "end"], "description": "only when chunking split the document: the window that gave the score", "properties": {
+                                    "index": {"type": "integer", "minimum": 0, "description": "the window's number, from 0"},
+                                    "count": {"type": "integer", "minimum": 2, "description": "windows the document was scored in"},
+                                    "start": {"type": "integer", "minimum": 0, "description": "first character of the window in the document (Unicode scalar values)"},
+                                    "end": {"type": "integer", "minimum": 0, "description": "one past its last character"}
+                                }}
                             }
                         }},
                         "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"], "properties": {

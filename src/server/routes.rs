@@ -18,6 +18,7 @@ use super::api::{
 use super::error::{from_value, ApiError, ApiJson};
 use super::{openapi, unix_now, AppState};
 use crate::backend::{rank_scores, ScoreTransform};
+use crate::chunk::{best_window, ChunkParams, Chunked, LongDocuments, Window};
 use crate::tokenize::Side;
 
 /// The whole HTTP API over `state`.
@@ -103,11 +104,30 @@ async fn method_not_allowed() -> ApiError {
 struct ScoreOptions {
     truncate: bool,
     side: Side,
+    /// Chunk long texts with these windows (`None`: truncate).
+    chunking: Option<ChunkParams>,
+    /// Cut each text to its first tokens before pairing (Cohere's `max_tokens_per_doc`).
+    max_passage_tokens: Option<usize>,
 }
 
-/// Logits of one query against its texts, with what the headers report.
+impl ScoreOptions {
+    /// The server's defaults: `--auto-truncate`, its side and `--long-documents`.
+    fn defaults(state: &AppState) -> Self {
+        Self {
+            truncate: state.config().auto_truncate,
+            side: state.0.truncation.side,
+            chunking: (state.0.long_documents == LongDocuments::Chunk).then_some(state.0.chunking),
+            max_passage_tokens: None,
+        }
+    }
+}
+
+/// Logits of one query against its texts (a chunked text's best window's),
+/// with what the headers report.
 struct Scores {
     logits: Vec<f32>,
+    /// The winning window of each text that chunking split.
+    windows: Vec<Option<Window>>,
     texts: Vec<String>,
     tokens: usize,
     characters: usize,
@@ -206,8 +226,29 @@ async fn score_now(
     let characters = query.chars().count() * texts.len()
         + texts.iter().map(|t| t.chars().count()).sum::<usize>();
     let tokenize_start = Instant::now();
+    let (chunking, max_passage_tokens) = (opts.chunking, opts.max_passage_tokens);
     let (encoded, texts) = tokio::task::spawn_blocking(move || {
-        let encoded = tokenizer.encode_passages(&query, &texts, &truncation);
+        let encoded = if chunking.is_none() && max_passage_tokens.is_none() {
+            tokenizer
+                .encode_passages(&query, &texts, &truncation)
+                .map(|pairs| {
+                    pairs
+                        .into_iter()
+                        .map(|pair| Chunked {
+                            windows: vec![pair],
+                            spans: Vec::new(),
+                        })
+                        .collect::<Vec<_>>()
+                })
+        } else {
+            tokenizer.encode_chunked_passages(
+                &query,
+                &texts,
+                &truncation,
+                chunking.as_ref(),
+                max_passage_tokens,
+            )
+        };
         (encoded, texts)
     })
     .await
@@ -220,23 +261,51 @@ async fn score_now(
         .observe(tokenization.as_secs_f64());
 
     if !opts.truncate {
-        if let Some((i, pair)) = encoded.iter().enumerate().find(|(_, p)| p.truncated()) {
+        let truncated = encoded
+            .iter()
+            .enumerate()
+            .find_map(|(i, doc)| doc.windows.iter().find(|p| p.truncated()).map(|p| (i, p)));
+        if let Some((i, pair)) = truncated {
             return Err(ApiError::Validation(format!(
                 "input is too long: text {i} with the query is {} tokens but the limit is {} tokens per pair (special tokens included); shorten it or send \"truncate\": true",
                 pair.untruncated_len, truncation.max_length
             )));
         }
     }
-    let tokens = encoded.iter().map(|p| p.ids.len()).sum();
-    let ticket = inner
-        .scheduler
-        .submit(encoded.into_iter().map(|p| p.ids).collect(), permit)?;
+    let windows: Vec<Vec<u32>> = encoded
+        .iter()
+        .flat_map(|d| d.windows.iter().map(|p| p.ids.clone()))
+        .collect();
+    // Chunked texts make more pairs than were admitted: admit them all.
+    let permit = if windows.len() > texts.len() {
+        drop(permit);
+        inner.scheduler.try_reserve(windows.len())?
+    } else {
+        permit
+    };
+    let tokens = windows.iter().map(|p| p.len()).sum();
+    let ticket = inner.scheduler.submit(windows, permit)?;
     let scored = ticket.await?;
     inner
         .metrics
         .observe_queue_wait(scored.logits.len(), scored.queue_time);
+    let mut at = 0;
+    let (mut logits, mut best) = (Vec::with_capacity(texts.len()), Vec::new());
+    for doc in &encoded {
+        let n = doc.windows.len();
+        let (i, logit) = best_window(&scored.logits[at..at + n]);
+        at += n;
+        logits.push(logit);
+        best.push(doc.is_split().then(|| Window {
+            index: i,
+            count: n,
+            start: doc.spans[i].start,
+            end: doc.spans[i].end,
+        }));
+    }
     Ok(Scores {
-        logits: scored.logits,
+        logits,
+        windows: best,
         texts,
         tokens,
         characters,
@@ -287,11 +356,11 @@ async fn tei_answer(
     req: TeiRequest,
 ) -> Result<(HeaderMap, Json<Vec<TeiRank>>), ApiError> {
     check_top_n(req.top_n)?;
+    let defaults = ScoreOptions::defaults(state);
     let opts = ScoreOptions {
-        truncate: req.truncate.unwrap_or(state.config().auto_truncate),
-        side: req
-            .truncation_direction
-            .map_or(state.0.truncation.side, Side::from),
+        truncate: req.truncate.unwrap_or(defaults.truncate),
+        side: req.truncation_direction.map_or(defaults.side, Side::from),
+        ..defaults
     };
     let raw = req.raw_scores.unwrap_or(state.config().raw_scores);
     let return_text = req.return_text.unwrap_or(false);
@@ -334,9 +403,29 @@ async fn cohere_answer(
     documents: Documents,
 ) -> Result<(HeaderMap, Json<CohereResponse>), ApiError> {
     check_top_n(req.top_n)?;
+    let defaults = ScoreOptions::defaults(state);
+    let chunking = match req.max_chunks_per_doc {
+        Some(0) => {
+            return Err(ApiError::Validation(
+                "max_chunks_per_doc must be at least 1 (leave it out for the server's default)"
+                    .into(),
+            ))
+        }
+        Some(n) => Some(ChunkParams {
+            max_chunks: n,
+            ..state.0.chunking
+        }),
+        None => defaults.chunking,
+    };
+    if req.max_tokens_per_doc == Some(0) {
+        return Err(ApiError::Validation(
+            "max_tokens_per_doc must be at least 1 (leave it out for no limit)".into(),
+        ));
+    }
     let opts = ScoreOptions {
-        truncate: state.config().auto_truncate,
-        side: state.0.truncation.side,
+        chunking,
+        max_passage_tokens: req.max_tokens_per_doc,
+        ..defaults
     };
     let texts = req.documents.into_iter().map(|d| d.into_text()).collect();
     let scores = score(state, "documents", req.query, texts, opts).await?;
@@ -352,6 +441,7 @@ async fn cohere_answer(
             document: return_documents.then(|| DocumentText {
                 text: scores.texts[r.index].clone(),
             }),
+            window: scores.windows[r.index].clone(),
         })
         .collect();
     let response = CohereResponse {
@@ -371,18 +461,17 @@ async fn nim_ranking(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<NimRequest>,
 ) -> Result<(HeaderMap, Json<NimResponse>), ApiError> {
+    let defaults = ScoreOptions::defaults(&state);
     let opts = match req.truncate {
-        None => ScoreOptions {
-            truncate: state.config().auto_truncate,
-            side: state.0.truncation.side,
-        },
+        None => defaults,
         Some(NimTruncate::None) => ScoreOptions {
             truncate: false,
-            side: state.0.truncation.side,
+            ..defaults
         },
         Some(NimTruncate::End) => ScoreOptions {
             truncate: true,
             side: Side::Right,
+            ..defaults
         },
     };
     let texts = req.passages.into_iter().map(|p| p.text).collect();

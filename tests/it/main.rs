@@ -3,9 +3,12 @@
 //! e.g. `cargo test --test it -- precision:: server::`.
 
 mod bert;
+mod chunk;
 mod cli;
 mod cli_hub;
+mod cli_trec;
 mod engine;
+mod eval;
 mod fixtures;
 mod hub;
 mod load_errors;
@@ -13,6 +16,8 @@ mod precision;
 mod real_bert;
 #[cfg(feature = "server")]
 mod server;
+#[cfg(feature = "server")]
+mod server_chunk;
 #[cfg(feature = "server")]
 mod server_clients;
 #[cfg(feature = "server")]
