@@ -33,7 +33,14 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
-    Router::new()
+    // The page itself is public, like the probes: it holds no data, and a
+    // server with --api-key needs it loaded to type the key in.
+    let public = if state.config().playground {
+        Router::new().route("/", get(super::playground::page))
+    } else {
+        Router::new()
+    };
+    public
         .route("/health", get(health))
         .route("/live", get(live))
         .route("/ready", get(ready))
@@ -228,21 +235,48 @@ async fn score_now(
         }
     }
     let tokens = encoded.iter().map(|p| p.ids.len()).sum();
-    let ticket = inner
-        .scheduler
-        .submit(encoded.into_iter().map(|p| p.ids).collect(), permit)?;
-    let scored = ticket.await?;
-    inner
-        .metrics
-        .observe_queue_wait(scored.logits.len(), scored.queue_time);
+    let mut ids: Vec<Vec<u32>> = encoded.into_iter().map(|p| p.ids).collect();
+    // Cached pairs skip the queue; only the others are submitted.
+    let cache = inner
+        .cache
+        .as_deref()
+        .map(|c| (c, c.scope(&inner.cache_identity, &truncation)));
+    let keys: Vec<crate::cache::Key> = cache.map_or_else(Vec::new, |(c, scope)| {
+        ids.iter().map(|p| c.key(scope, p)).collect()
+    });
+    let mut logits: Vec<Option<f32>> = match cache {
+        Some((c, _)) => keys.iter().map(|&k| c.get(k)).collect(),
+        None => vec![None; ids.len()],
+    };
+    let misses: Vec<usize> = (0..ids.len()).filter(|&i| logits[i].is_none()).collect();
+    let (queue, inference) = if misses.is_empty() {
+        (Duration::ZERO, Duration::ZERO)
+    } else {
+        let missing = misses
+            .iter()
+            .map(|&i| std::mem::take(&mut ids[i]))
+            .collect();
+        let ticket = inner.scheduler.submit(missing, permit)?;
+        let scored = ticket.await?;
+        inner
+            .metrics
+            .observe_queue_wait(scored.logits.len(), scored.queue_time);
+        for (&i, l) in misses.iter().zip(scored.logits) {
+            if let Some((c, _)) = cache {
+                c.put(keys[i], l);
+            }
+            logits[i] = Some(l);
+        }
+        (scored.queue_time, scored.inference_time)
+    };
     Ok(Scores {
-        logits: scored.logits,
+        logits: logits.into_iter().map(|l| l.unwrap_or(f32::NAN)).collect(),
         texts,
         tokens,
         characters,
         tokenization,
-        queue: scored.queue_time,
-        inference: scored.inference_time,
+        queue,
+        inference,
         start,
     })
 }
@@ -335,7 +369,7 @@ async fn cohere_answer(
 ) -> Result<(HeaderMap, Json<CohereResponse>), ApiError> {
     check_top_n(req.top_n)?;
     let opts = ScoreOptions {
-        truncate: state.config().auto_truncate,
+        truncate: req.truncate.unwrap_or(state.config().auto_truncate),
         side: state.0.truncation.side,
     };
     let texts = req.documents.into_iter().map(|d| d.into_text()).collect();
@@ -591,6 +625,8 @@ async fn info(State(state): State<AppState>) -> Json<Info> {
         version: env!("CARGO_PKG_VERSION").into(),
         sha: option_env!("RERANK_GIT_SHA").map(String::from),
         docker_label: option_env!("DOCKER_LABEL").map(String::from),
+        score_cache: inner.cache.as_ref().map(|c| c.stats()),
+        memory: c.memory,
     })
 }
 
@@ -602,7 +638,9 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        state.metrics().render(state.scheduler()),
+        state
+            .metrics()
+            .render(state.scheduler(), state.cache(), state.oom_splits()),
     )
 }
 

@@ -3,6 +3,7 @@
 //! e.g. `cargo test --test it -- precision:: server::`.
 
 mod bert;
+mod cache;
 mod cli;
 mod cli_hub;
 mod engine;
@@ -13,6 +14,8 @@ mod precision;
 mod real_bert;
 #[cfg(feature = "server")]
 mod server;
+#[cfg(feature = "server")]
+mod server_cache;
 #[cfg(feature = "server")]
 mod server_clients;
 #[cfg(feature = "server")]
