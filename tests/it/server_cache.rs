@@ -43,7 +43,10 @@ fn cached_state(cache_size: usize) -> (AppState, Arc<Counting>) {
 }
 
 async fn cohere(state: &AppState, docs: &[&str]) -> (Vec<(u64, String)>, String) {
-    let body = serde_json::json!({"query": "中国的首都是哪里？", "documents": docs}).to_string();
+    // Raw logits: what the cache holds, unsquashed by the sigmoid.
+    let body =
+        serde_json::json!({"query": "中国的首都是哪里？", "documents": docs, "raw_scores": true})
+            .to_string();
     let a = post(state, "/v1/rerank", body).await;
     assert_eq!(
         a.status,
