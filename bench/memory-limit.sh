@@ -41,6 +41,10 @@ elif [ -n "$own_v1" ] && mkdir -p "/sys/fs/cgroup/memory$own_v1/rerank-mem-$$" 2
     echo "$bytes" > "$cg/memory.limit_in_bytes"
     echo "$bytes" > "$cg/memory.memsw.limit_in_bytes" 2>/dev/null || true
 fi
+# Pages of the weights already in the page cache are charged to whichever cgroup read them
+# first, not to ours: drop them (clean pages, reread from disk), so the server's cgroup pays for
+# every weight page it touches.
+"$py" -c "import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)" "$M/model.safetensors"
 cmd="$R serve --model $M --dtype f32 --threads ${THREADS:-2} --port $port --max-length 8192"
 pid=
 cleanup() {

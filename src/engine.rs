@@ -381,7 +381,8 @@ impl Reranker {
     }
 
     /// The limits that fit `limit_bytes`: runs one short pair first, so the
-    /// resident set measured holds the weights a pass touches.
+    /// resident set measured holds the weights a pass touches, and adds the
+    /// whole word-embedding table (f32), which that pass barely touched.
     pub fn memory_plan(
         &self,
         limit_bytes: u64,
@@ -391,6 +392,10 @@ impl Reranker {
             .encoder
             .encode_passages("memory", &["check"], &self.truncation)?;
         self.forward(&[warm[0].ids.as_slice()])?;
+        // The word-embedding table is read a row per token id: the short
+        // pair touched a few rows of it, traffic touches more (and mapped
+        // pages count against a cgroup's limit), so count it whole.
+        let embeddings = (self.config.vocab_size * self.config.hidden_size * 4) as u64;
         let resident = crate::memory::resident_bytes().ok_or_else(|| {
             Error::Unavailable(
                 "cannot read this process's resident memory (/proc/self/status) to plan for the memory limit; run without --memory-limit (--memory-limit none)".into(),
@@ -399,7 +404,7 @@ impl Reranker {
         crate::memory::MemoryPlan::derive(
             limit_bytes,
             source,
-            resident,
+            resident + embeddings,
             self.activation_model(),
             self.truncation.max_length,
         )

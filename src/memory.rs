@@ -114,7 +114,8 @@ pub struct MemoryPlan {
     pub limit_bytes: u64,
     pub source: LimitSource,
     /// Measured when the plan was made: the process's resident set once the
-    /// model had run a pass (its weights touched).
+    /// model had run a pass (its weights touched), plus the word-embedding
+    /// table, which one pass barely touches (see [`crate::Reranker::memory_plan`]).
     pub resident_bytes: u64,
     pub reserve_bytes: u64,
     /// For one forward pass's activations.
