@@ -5,11 +5,14 @@
 //! model and put back in input order.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use crate::backend::{check_logits, Backend, BatchBudget, PackedBatch, ScoreTransform, TokenSpace};
 pub use crate::backend::{rank_scores, Ranked};
+use crate::cache::{Scope, ScoreCache};
 use crate::chunk::{best_window, ChunkParams, Chunked, LongDocuments, Window};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -46,6 +49,10 @@ pub struct RerankerOptions {
     pub long_documents: LongDocuments,
     /// The windows of [`LongDocuments::Chunk`].
     pub chunking: ChunkParams,
+    /// Most pairs whose logits [`Reranker::score`], [`Reranker::rank`] and
+    /// [`Reranker::logits`] keep in a [`ScoreCache`]; 0 (the default): no
+    /// cache. See [`Reranker::with_cache`] to share one.
+    pub cache_size: usize,
 }
 
 /// Default `max_length`: the model's full context.
@@ -70,6 +77,7 @@ impl Default for RerankerOptions {
             portable: false,
             long_documents: LongDocuments::Truncate,
             chunking: ChunkParams::default(),
+            cache_size: 0,
         }
     }
 }
@@ -134,6 +142,11 @@ pub struct Reranker {
     /// Positions and token types of a pair (from the config and the
     /// tokenizer's pair template), built once.
     space: TokenSpace,
+    /// What the score cache's scope names as the model (see [`Reranker::cache_identity`]).
+    identity: String,
+    cache: Option<(Arc<ScoreCache>, Scope)>,
+    /// Batches split after a device out-of-memory error (CUDA only).
+    oom_splits: Arc<AtomicU64>,
 }
 
 impl Reranker {
@@ -162,6 +175,13 @@ impl Reranker {
         let model = Model::load(weights, &config, choice)?;
         let dtype = choice.dtype;
         let space = TokenSpace::of(&config).with_template(encoder.template());
+        let identity = format!(
+            "{} {dtype} {} {}",
+            file_identity(&files.weights),
+            model.implementation(),
+            options.device
+        );
+        let cache = ScoreCache::new(options.cache_size).map(Arc::new);
         Ok(Self {
             model,
             encoder,
@@ -170,7 +190,11 @@ impl Reranker {
             options,
             dtype,
             space,
-        })
+            identity,
+            cache: None,
+            oom_splits: Arc::default(),
+        }
+        .with_cache(cache))
     }
 
     /// Builds a reranker from parts (e.g. synthetic weights for benchmarks).
@@ -183,6 +207,15 @@ impl Reranker {
         let truncation = truncation_params(&options, &config, &encoder)?;
         let dtype = options.dtype.unwrap_or(Dtype::default_for(options.device));
         let space = TokenSpace::of(&config).with_template(encoder.template());
+        // Weights from memory have no file to name: each instance is its own model.
+        static PARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let identity = format!(
+            "parts#{} {dtype} {} {}",
+            PARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            model.implementation(),
+            options.device
+        );
+        let cache = ScoreCache::new(options.cache_size).map(Arc::new);
         Ok(Self {
             model,
             encoder,
@@ -191,7 +224,33 @@ impl Reranker {
             options,
             dtype,
             space,
-        })
+            identity,
+            cache: None,
+            oom_splits: Arc::default(),
+        }
+        .with_cache(cache))
+    }
+
+    /// Keeps logits in `cache` (which other rerankers may share: entries are
+    /// scoped by model and options), or in none.
+    pub fn with_cache(mut self, cache: Option<Arc<ScoreCache>>) -> Self {
+        self.cache = cache.map(|c| {
+            let scope = c.scope(&self.identity, &self.truncation);
+            (c, scope)
+        });
+        self
+    }
+
+    /// The score cache, if any.
+    pub fn cache(&self) -> Option<&Arc<ScoreCache>> {
+        self.cache.as_ref().map(|(c, _)| c)
+    }
+
+    /// The model as a score cache's scope names it: the weights file
+    /// (canonical path, size, modification time: a hub snapshot's path holds
+    /// its revision), dtype, implementation and device.
+    pub fn cache_identity(&self) -> &str {
+        &self.identity
     }
 
     /// The validated model config.
@@ -415,8 +474,24 @@ impl Reranker {
             .collect()
     }
 
-    /// Raw logits of already-encoded pairs, in input order.
+    /// Raw logits of already-encoded pairs, in input order; pairs in the
+    /// score cache skip the forward pass.
     pub fn logits<P: AsRef<[u32]> + Sync>(&self, pairs: &[P]) -> Result<Vec<f32>> {
+        let Some((cache, scope)) = &self.cache else {
+            return self.compute_logits(pairs);
+        };
+        let (found, misses) = cache.get_all(*scope, pairs);
+        let missing: Vec<&[u32]> = misses.iter().map(|&i| pairs[i].as_ref()).collect();
+        let computed = self.compute_logits(&missing)?;
+        let mut out: Vec<f32> = found.into_iter().map(|l| l.unwrap_or(0.0)).collect();
+        for (&i, l) in misses.iter().zip(computed) {
+            cache.put(cache.key(*scope, pairs[i].as_ref()), l);
+            out[i] = l;
+        }
+        Ok(out)
+    }
+
+    fn compute_logits<P: AsRef<[u32]> + Sync>(&self, pairs: &[P]) -> Result<Vec<f32>> {
         let lens: Vec<usize> = pairs.iter().map(|p| p.as_ref().len()).collect();
         let mut out = vec![0f32; pairs.len()];
         for batch in self.budget().plan(&lens) {
@@ -431,11 +506,79 @@ impl Reranker {
 
     /// One forward pass over the given pairs, no further batching. Each pair
     /// must be non-empty, within the model's position limit and its
-    /// vocabulary (else an error); every logit returned is finite.
+    /// vocabulary (else an error); every logit returned is finite. On CUDA,
+    /// a batch that runs out of device memory is split in halves and retried
+    /// ([`crate::memory::split_on_oom`], counted in [`Reranker::oom_splits`]).
     pub fn forward<P: AsRef<[u32]>>(&self, pairs: &[P]) -> Result<Vec<f32>> {
-        let logits = self.model.forward(&self.pack(pairs)?)?;
-        check_logits(&logits, pairs.len())?;
-        Ok(logits)
+        let once = |pairs: &[P]| -> Result<Vec<f32>> {
+            let logits = self.model.forward(&self.pack(pairs)?)?;
+            check_logits(&logits, pairs.len())?;
+            Ok(logits)
+        };
+        if cfg!(feature = "cuda") && matches!(self.options.device, DeviceKind::Cuda(_)) {
+            crate::memory::split_on_oom(pairs, &once, &self.oom_splits)
+        } else {
+            once(pairs)
+        }
+    }
+
+    /// Batches split after an out-of-memory error so far (shared with metrics).
+    pub fn oom_splits(&self) -> &Arc<AtomicU64> {
+        &self.oom_splits
+    }
+
+    /// Memory of one forward pass by its shape, for this model, implementation
+    /// and dtype, on the current thread pool.
+    pub fn activation_model(&self) -> crate::memory::ActivationModel {
+        if self.options.device != DeviceKind::Cpu {
+            // Activations live on the device: a host limit does not bound them.
+            return crate::memory::ActivationModel {
+                bytes_per_token: 0,
+                bytes_per_pair_token_sq: 0,
+                fixed_bytes: 0,
+            };
+        }
+        let dtype_bytes = match self.dtype {
+            Dtype::F32 => 4,
+            _ => 2,
+        };
+        crate::memory::ActivationModel::of(
+            &self.config,
+            self.implementation(),
+            dtype_bytes,
+            rayon::current_num_threads(),
+            self.truncation.max_length,
+        )
+    }
+
+    /// The limits that fit `limit_bytes`: runs one short pair first, so the
+    /// resident set measured holds the weights a pass touches, and adds the
+    /// whole word-embedding table (f32), which that pass barely touched.
+    pub fn memory_plan(
+        &self,
+        limit_bytes: u64,
+        source: crate::memory::LimitSource,
+    ) -> Result<crate::memory::MemoryPlan> {
+        let warm = self
+            .encoder
+            .encode_passages("memory", &["check"], &self.truncation)?;
+        self.forward(&[warm[0].ids.as_slice()])?;
+        // The word-embedding table is read a row per token id: the short
+        // pair touched a few rows of it, traffic touches more (and mapped
+        // pages count against a cgroup's limit), so count it whole.
+        let embeddings = (self.config.vocab_size * self.config.hidden_size * 4) as u64;
+        let resident = crate::memory::resident_bytes().ok_or_else(|| {
+            Error::Unavailable(
+                "cannot read this process's resident memory (/proc/self/status) to plan for the memory limit; run without --memory-limit (--memory-limit none)".into(),
+            )
+        })?;
+        crate::memory::MemoryPlan::derive(
+            limit_bytes,
+            source,
+            resident + embeddings,
+            self.activation_model(),
+            self.truncation.max_length,
+        )
     }
 
     /// The limits of one forward pass, from the options.
@@ -486,6 +629,23 @@ impl Backend for Reranker {
     fn predict(&self, pairs: &[&[u32]]) -> Result<Vec<f32>> {
         self.forward(pairs)
     }
+}
+
+/// A weights file as the cache names it; a file that cannot be inspected
+/// is named by its path alone.
+fn file_identity(path: &Path) -> String {
+    let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let meta = std::fs::metadata(path).ok();
+    let modified = meta
+        .as_ref()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{} {} {modified}",
+        canonical.display(),
+        meta.map_or(0, |m| m.len())
+    )
 }
 
 fn truncation_params(

@@ -31,6 +31,8 @@
 //!   [`Backend`] trait, the one batch planner ([`backend::BatchBudget`]), the score
 //!   transform ([`ScoreTransform`]) and ranking.
 //! - [`engine`]: [`Reranker`]: load → score / rank; implements [`Backend`].
+//! - [`cache`]: [`ScoreCache`], the LRU of logits of pairs already scored
+//!   (the engine's and the server's), scoped by model and options.
 //! - [`model`]: the forward pass and the one place that decides which implementation
 //!   runs it ([`model::Choice`], [`model::Model::load`]):
 //!   - `model/checkpoint.rs`: the checkpoint's tensor-name map (both implementations
@@ -45,6 +47,8 @@
 //! - [`tokenize`]: pair encoding and the truncation strategies of the reference tools.
 //! - [`config`]: `config.json` → validated [`ModelConfig`].
 //! - [`hub`]: a model id or directory → files; the Hugging Face cache; downloads.
+//! - [`memory`]: a memory limit (flag or cgroup) → the token budget of a pass and
+//!   the queue's bound ([`memory::MemoryPlan`]); out-of-memory batch splitting.
 //! - [`synthetic`]: random-weight models with real shapes, for benchmarks.
 //! - [`eval`]: retrieval evaluation (qrels + TREC runs → trec_eval's measures, paired t-test).
 //! - [`error`]: the library's one error type.
@@ -53,12 +57,14 @@
 #![recursion_limit = "256"]
 
 pub mod backend;
+pub mod cache;
 pub mod chunk;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod hub;
+pub mod memory;
 pub mod model;
 pub mod scheduler;
 #[cfg(feature = "server")]
@@ -67,6 +73,7 @@ pub mod synthetic;
 pub mod tokenize;
 
 pub use backend::{Backend, PackedBatch, Ranked, ScoreTransform};
+pub use cache::ScoreCache;
 pub use chunk::{ChunkParams, LongDocuments};
 pub use config::ModelConfig;
 pub use engine::{Reranker, RerankerOptions};

@@ -6,9 +6,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use rerank::memory::{self, LimitSource, MemoryPlan};
 use rerank::server::{self, AppState, ServedModel, ServerConfig};
 
 use super::ModelArgs;
+
+/// Default `--cache-size`: on, since a cached logit is the computed one to the
+/// bit, and small: about 1.3 MiB, under 0.1 % of the f32 model's weights.
+pub const DEFAULT_CACHE_SIZE: usize = 16384;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -92,6 +97,31 @@ pub struct ServeArgs {
         help_heading = "Probes"
     )]
     pub ready_max_queued_pairs: Option<usize>,
+    /// Pairs whose logits are kept in the score cache (an LRU, about 83 bytes a pair): a pair
+    /// seen again skips the queue and the forward pass, with the same score to the bit
+    /// (0: no cache).
+    #[arg(long, env = "RERANK_CACHE_SIZE", value_name = "PAIRS", default_value_t = DEFAULT_CACHE_SIZE, help_heading = "Load")]
+    pub cache_size: usize,
+    /// Memory this server may use, e.g. 3G or 512M (powers of 1024): the padded tokens of a
+    /// forward pass and the pairs the queue holds are derived from it and the model's memory
+    /// per token, below --max-batch-tokens and --max-queued-pairs; `none`: no limit
+    /// [default: the cgroup's memory limit (a container's), when one is set].
+    #[arg(long, env = "RERANK_MEMORY_LIMIT", value_name = "SIZE", value_parser = parse_memory_limit, help_heading = "Load")]
+    pub memory_limit: Option<MemoryLimit>,
+    /// Do not serve the playground page at GET / (it then answers 404).
+    #[arg(long, env = "RERANK_NO_PLAYGROUND", help_heading = "Server")]
+    pub no_playground: bool,
+}
+
+/// `--memory-limit`: a size, or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryLimit {
+    Bytes(u64),
+    Unlimited,
+}
+
+fn parse_memory_limit(s: &str) -> Result<MemoryLimit, String> {
+    Ok(memory::parse_size(s)?.map_or(MemoryLimit::Unlimited, MemoryLimit::Bytes))
 }
 
 /// Seconds as a decimal number (`0.5`, `30`).
@@ -135,22 +165,85 @@ impl ServeArgs {
             probe_interval: self.probe_interval,
             ready_max_queued_pairs: self.ready_max_queued_pairs,
             drain_timeout: self.drain_timeout,
+            playground: !self.no_playground,
+            memory: None,
         }
+    }
+}
+
+/// Lowers the pass and queue limits to what the memory plan allows (never
+/// raises them), and says so at start.
+fn apply_plan(
+    plan: &MemoryPlan,
+    model: &mut ServedModel,
+    config: &mut ServerConfig,
+    max_length: usize,
+) {
+    model.max_batch_tokens = model.max_batch_tokens.min(plan.max_batch_tokens);
+    // A full request must stay admissible: the queue holds at least one.
+    config.max_queued_pairs = config
+        .max_queued_pairs
+        .min(plan.max_queued_pairs.max(config.max_client_batch_size));
+    config.memory = Some(*plan);
+    eprintln!("{}", plan.summary());
+    eprintln!(
+        "limits in force: --max-batch-tokens {}, --max-queued-pairs {}",
+        model.max_batch_tokens, config.max_queued_pairs
+    );
+    tracing::info!(
+        max_batch_tokens = model.max_batch_tokens,
+        max_queued_pairs = config.max_queued_pairs,
+        "{}",
+        plan.summary()
+    );
+    if plan.longest_pair_that_fits < max_length {
+        eprintln!(
+            "warning: one pair of {max_length} tokens (--max-length) needs about {} for its forward pass, more than this limit leaves ({}); such a pair still runs, alone, and may exceed the limit: set --max-length {} or less to stay within it",
+            memory::human(plan.activations.pass_bytes(max_length, max_length)),
+            memory::human(plan.pass_bytes),
+            plan.longest_pair_that_fits
+        );
+    }
+    if plan.max_queued_pairs < config.max_client_batch_size {
+        eprintln!(
+            "warning: the queue holds {} pairs so that one request of --max-client-batch-size {} is admitted; at {max_length} tokens each they may need more than the {} left for it: lower --max-client-batch-size to stay within the limit",
+            config.max_queued_pairs,
+            config.max_client_batch_size,
+            memory::human(plan.queue_bytes)
+        );
     }
 }
 
 pub fn run(args: &ServeArgs) -> Result<()> {
     // Loads (and sets the thread count) before the async runtime starts threads.
-    let reranker = Arc::new(args.model.load()?);
+    let cache = rerank::ScoreCache::new(args.cache_size).map(Arc::new);
+    let reranker = Arc::new(args.model.load()?.with_cache(cache));
     let name = args
         .served_model_name
         .clone()
         .unwrap_or_else(|| args.model.model.to_string());
-    let model = ServedModel {
-        model_id: args.model.model.to_string(),
-        ..ServedModel::from_reranker(name, reranker)
+    let limit = match args.memory_limit {
+        Some(MemoryLimit::Bytes(b)) => Some((b, LimitSource::Flag)),
+        Some(MemoryLimit::Unlimited) => None,
+        None => memory::cgroup_limit().map(|b| (b, LimitSource::Cgroup)),
     };
-    let state = AppState::new(model, args.server_config())?;
+    let plan = limit
+        .map(|(bytes, source)| reranker.memory_plan(bytes, source))
+        .transpose()?;
+    let mut model = ServedModel {
+        model_id: args.model.model.to_string(),
+        ..ServedModel::from_reranker(name, reranker.clone())
+    };
+    let mut config = args.server_config();
+    if let Some(plan) = plan {
+        apply_plan(
+            &plan,
+            &mut model,
+            &mut config,
+            reranker.truncation().max_length,
+        );
+    }
+    let state = AppState::new(model, config)?;
     // Fail at start, not on the first request, if the model cannot compute;
     // its success is also what makes /ready answer 200.
     state.check_model()?;
@@ -167,6 +260,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
         eprintln!("listening on http://{local} (POST /rerank, /v1/rerank, /v1/ranking; GET /health, /live, /ready, /info, /v1/models, /metrics, /openapi.json)");
+        if !args.no_playground {
+            eprintln!("playground: http://{local}/");
+        }
         tracing::info!("listening on http://{local}");
         server::run(listener, state, server::shutdown_signal())
             .await

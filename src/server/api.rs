@@ -114,6 +114,10 @@ pub struct CohereRequest {
     /// `--max-chunks-per-doc`].
     #[serde(default)]
     pub max_chunks_per_doc: Option<usize>,
+    /// Cut over-long pairs (`false`: an over-long pair is a 422) [default:
+    /// `--auto-truncate`]; text-embeddings-inference's field, an extension here.
+    #[serde(default, deserialize_with = "flexible_bool")]
+    pub truncate: Option<bool>,
 }
 
 /// A document: a plain string or an object with a `text` field.
@@ -327,4 +331,10 @@ pub struct Info {
     pub sha: Option<String>,
     /// The container image label, when built with `DOCKER_LABEL` set.
     pub docker_label: Option<String>,
+    /// The score cache (`--cache-size`): capacity, entries, estimated bytes,
+    /// hits, misses, evictions; `null` when off.
+    pub score_cache: Option<crate::cache::CacheStats>,
+    /// The memory limit and what was derived from it (`--memory-limit`, or
+    /// the cgroup's); `null` without a limit.
+    pub memory: Option<crate::memory::MemoryPlan>,
 }

@@ -2,6 +2,7 @@
 //! Requests are counted by one middleware; the model thread reports batches
 //! through the scheduler's observer.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus::{
@@ -9,6 +10,7 @@ use prometheus::{
     IntGauge, Opts, Registry, TextEncoder,
 };
 
+use crate::cache::{CacheStats, ScoreCache};
 use crate::scheduler::{BatchReport, Scheduler};
 
 /// Every metric the server exports.
@@ -32,6 +34,15 @@ pub struct Metrics {
     pub pass_token_cap: IntGauge,
     pub model_thread_alive: IntGauge,
     pub pass_running_seconds: Gauge,
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    pub cache_evictions: IntCounter,
+    pub cache_entries: IntGauge,
+    pub cache_bytes: IntGauge,
+    /// The cache's counters as last exported: each render adds what they
+    /// gained since (the cache keeps its own counters, for `/info` too).
+    cache_exported: Mutex<CacheStats>,
+    pub oom_splits: IntCounter,
 }
 
 /// The request-size buckets of the queue-wait histogram (documents per request).
@@ -171,6 +182,34 @@ impl Metrics {
                 "How long the forward pass in progress has run (0 when idle)",
             )
             .expect("valid gauge"),
+            cache_hits: IntCounter::new(
+                "rerank_cache_hits_total",
+                "Pairs whose logit came from the score cache (no forward pass)",
+            )
+            .expect("valid counter"),
+            cache_misses: IntCounter::new(
+                "rerank_cache_misses_total",
+                "Pairs looked up in the score cache and not found",
+            )
+            .expect("valid counter"),
+            cache_evictions: IntCounter::new(
+                "rerank_cache_evictions_total",
+                "Score cache entries pushed out to make room (least recently used first)",
+            )
+            .expect("valid counter"),
+            cache_entries: IntGauge::new("rerank_cache_entries", "Pairs in the score cache")
+                .expect("valid gauge"),
+            cache_bytes: IntGauge::new(
+                "rerank_cache_bytes",
+                "Estimated memory of the score cache's entries",
+            )
+            .expect("valid gauge"),
+            cache_exported: Mutex::new(CacheStats::default()),
+            oom_splits: IntCounter::new(
+                "rerank_oom_splits_total",
+                "Batches split in two and retried after a device out-of-memory error (CUDA)",
+            )
+            .expect("valid counter"),
             registry,
         };
         let r = &m.registry;
@@ -206,6 +245,17 @@ impl Metrics {
             .expect("unique");
         r.register(Box::new(m.pass_running_seconds.clone()))
             .expect("unique");
+        for c in [
+            &m.cache_hits,
+            &m.cache_misses,
+            &m.cache_evictions,
+            &m.oom_splits,
+        ] {
+            r.register(Box::new(c.clone())).expect("unique");
+        }
+        for g in [&m.cache_entries, &m.cache_bytes] {
+            r.register(Box::new(g.clone())).expect("unique");
+        }
         m
     }
 
@@ -248,8 +298,42 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The text exposition, with the queue gauges read now.
-    pub fn render(&self, scheduler: &Scheduler) -> String {
+    /// Brings the cache metrics up to the cache's own counters.
+    fn export_cache(&self, cache: &ScoreCache) {
+        let now = cache.stats();
+        let mut last = self
+            .cache_exported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.cache_hits.inc_by(now.hits.saturating_sub(last.hits));
+        self.cache_misses
+            .inc_by(now.misses.saturating_sub(last.misses));
+        self.cache_evictions
+            .inc_by(now.evictions.saturating_sub(last.evictions));
+        self.cache_entries.set(now.entries as i64);
+        self.cache_bytes.set(now.bytes as i64);
+        *last = now;
+    }
+
+    /// The text exposition, with the queue gauges and the cache read now.
+    pub fn render(
+        &self,
+        scheduler: &Scheduler,
+        cache: Option<&ScoreCache>,
+        oom_splits: u64,
+    ) -> String {
+        if let Some(cache) = cache {
+            self.export_cache(cache);
+        }
+        {
+            // Under the cache's lock too: two renders never add the same splits.
+            let _exported = self
+                .cache_exported
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            self.oom_splits
+                .inc_by(oom_splits.saturating_sub(self.oom_splits.get()));
+        }
         let h = scheduler.health();
         self.queue_size.set(h.queued_pairs as i64);
         self.reserved_pairs.set(h.reserved_pairs as i64);

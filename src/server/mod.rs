@@ -5,7 +5,8 @@
 //! and `/v2/rerank`, NVIDIA NIM's `POST /v1/ranking`, the model lookups
 //! `GET /v1/models`, `/v1/models/{id}` and `/v1/cluster/auth` (OpenAI-style
 //! and Xinference clients), the probes `GET /health`, `/live` and `/ready`,
-//! `GET /info`, `/metrics` (Prometheus) and `/openapi.json`.
+//! `GET /info`, `/metrics` (Prometheus), `/openapi.json`, and the playground
+//! page at `GET /` (unless [`ServerConfig::playground`] is off).
 //!
 //! A request is validated, admitted under the queue's reservation limit
 //! (429 otherwise), tokenized on a blocking thread, then its pairs go to the
@@ -34,6 +35,7 @@ pub mod api;
 mod error;
 mod metrics;
 mod openapi;
+mod playground;
 mod routes;
 
 use std::future::Future;
@@ -48,6 +50,7 @@ pub use metrics::Metrics;
 pub use routes::router;
 
 use crate::backend::Backend;
+use crate::cache::ScoreCache;
 use crate::chunk::{ChunkParams, Chunked, LongDocuments};
 use crate::engine::Reranker;
 use crate::error::Result;
@@ -187,6 +190,12 @@ pub struct ServedModel {
     pub max_batch_pairs: usize,
     /// Most padded tokens per forward pass.
     pub max_batch_tokens: usize,
+    /// Logits of pairs already scored: those found skip the queue.
+    pub cache: Option<Arc<ScoreCache>>,
+    /// The model as the cache's scope names it ([`Reranker::cache_identity`]).
+    pub cache_identity: String,
+    /// Batches split after a device out-of-memory error ([`Reranker::oom_splits`]).
+    pub oom_splits: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl ServedModel {
@@ -208,6 +217,9 @@ impl ServedModel {
             layer_precision: reranker.layer_precision(),
             max_batch_pairs: options.batch_size,
             max_batch_tokens: options.max_batch_tokens,
+            cache: reranker.cache().cloned(),
+            cache_identity: reranker.cache_identity().to_string(),
+            oom_splits: Some(reranker.oom_splits().clone()),
             tokenizer: reranker.clone(),
             backend: reranker,
         }
@@ -252,6 +264,11 @@ pub struct ServerConfig {
     pub ready_max_queued_pairs: Option<usize>,
     /// On shutdown, how long requests in flight may take to finish.
     pub drain_timeout: Duration,
+    /// Serve the playground page at `GET /` (`--no-playground`: 404 there).
+    pub playground: bool,
+    /// The memory limit's plan the batch and queue limits were derived from
+    /// (shown by `/info`); applying it is the caller's (see `rerank serve`).
+    pub memory: Option<crate::memory::MemoryPlan>,
 }
 
 /// Default `max_client_batch_size`.
@@ -293,6 +310,8 @@ impl Default for ServerConfig {
             probe_interval: DEFAULT_PROBE_INTERVAL,
             ready_max_queued_pairs: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            playground: true,
+            memory: None,
         }
     }
 }
@@ -315,6 +334,9 @@ struct Inner {
     implementation: String,
     kernels: Option<String>,
     layer_precision: Option<String>,
+    cache: Option<Arc<ScoreCache>>,
+    cache_identity: String,
+    oom_splits: Option<Arc<std::sync::atomic::AtomicU64>>,
     config: ServerConfig,
     metrics: Arc<Metrics>,
     request_slots: Arc<Semaphore>,
@@ -382,6 +404,9 @@ impl AppState {
             implementation: model.implementation,
             kernels: model.kernels,
             layer_precision: model.layer_precision,
+            cache: model.cache,
+            cache_identity: model.cache_identity,
+            oom_splits: model.oom_splits,
             request_slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             config,
             metrics,
@@ -401,6 +426,19 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    /// The score cache, if any.
+    pub fn cache(&self) -> Option<&ScoreCache> {
+        self.0.cache.as_deref()
+    }
+
+    /// Batches split after an out-of-memory error so far.
+    pub fn oom_splits(&self) -> u64 {
+        self.0
+            .oom_splits
+            .as_ref()
+            .map_or(0, |n| n.load(Ordering::Relaxed))
     }
 
     /// The served model's name.

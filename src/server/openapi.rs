@@ -75,6 +75,30 @@ pub fn spec() -> Value {
         "x-queue-time": {"schema": {"type": "integer"}, "description": "ms"},
         "x-inference-time": {"schema": {"type": "integer"}, "description": "ms"}
     });
+    // Kept out of the document's literal: json! nests too deep otherwise.
+    let score_cache = json!({"type": "object", "nullable": true, "description": "the score cache (--cache-size); null when off", "properties": {
+        "capacity": {"type": "integer", "description": "most pairs held"},
+        "entries": {"type": "integer"},
+        "bytes": {"type": "integer", "description": "estimated memory of the entries"},
+        "hits": {"type": "integer"},
+        "misses": {"type": "integer"},
+        "evictions": {"type": "integer"}
+    }});
+    let memory = json!({"type": "object", "nullable": true, "description": "the memory limit (--memory-limit, else the cgroup's) and the limits derived from it; null without a limit", "properties": {
+                            "limit_bytes": {"type": "integer"},
+                            "source": {"type": "string", "enum": ["flag", "cgroup"]},
+                            "resident_bytes": {"type": "integer", "description": "measured at start, after one forward pass"},
+                            "reserve_bytes": {"type": "integer"},
+                            "pass_bytes": {"type": "integer", "description": "for one forward pass's activations"},
+                            "queue_bytes": {"type": "integer", "description": "for queued pairs"},
+                            "activations": {"type": "object", "properties": {
+                                "bytes_per_token": {"type": "integer"},
+                                "bytes_per_pair_token_sq": {"type": "integer"},
+                                "fixed_bytes": {"type": "integer"}
+                            }},
+                            "max_batch_tokens": {"type": "integer", "description": "padded tokens per pass that fit pass_bytes (max_batch_tokens above is the lower of it and --max-batch-tokens)"},
+                            "max_queued_pairs": {"type": "integer"},
+                            "longest_pair_that_fits": {"type": "integer"}}});
     let cohere = json!({
         "summary": "Rerank documents (Cohere / Jina schema)",
         "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CohereRequest"}}}},
@@ -145,7 +169,8 @@ pub fn spec() -> Value {
                         "return_documents": {"type": "boolean", "nullable": true, "default": false, "description": "include each document as {text}; on POST /rerank never (Infinity's and vLLM's clients disagree on its type)"},
                         "raw_scores": {"type": "boolean", "nullable": true, "default": false, "description": "raw logits as relevance_score (Infinity's field)"},
                         "max_tokens_per_doc": {"type": "integer", "minimum": 1, "nullable": true, "description": "Cohere v2: cut each document to its first max_tokens_per_doc tokens before pairing it with the query (default: no limit)"},
-                        "max_chunks_per_doc": {"type": "integer", "minimum": 1, "nullable": true, "description": "Cohere v1: a document too long for one pair is scored in at most this many overlapping windows, its score the best window's (default: the server's --long-documents and --max-chunks-per-doc)"}
+                        "max_chunks_per_doc": {"type": "integer", "minimum": 1, "nullable": true, "description": "Cohere v1: a document too long for one pair is scored in at most this many overlapping windows, its score the best window's (default: the server's --long-documents and --max-chunks-per-doc)"},
+                        "truncate": {"type": "boolean", "nullable": true, "description": "cut over-long pairs (text-embeddings-inference's field, an extension); default: the server's --auto-truncate (on). false: an over-long pair is a 422"}
                     }
                 },
                 "CohereResponse": {
@@ -237,13 +262,23 @@ pub fn spec() -> Value {
                         "tokenization_workers": {"type": "integer"},
                         "version": {"type": "string"},
                         "sha": {"type": "string", "nullable": true},
-                        "docker_label": {"type": "string", "nullable": true}
+                        "docker_label": {"type": "string", "nullable": true},
+                        "score_cache": score_cache,
+                        "memory": memory
                     }
                 }
             }
         },
         "security": [{"bearer": []}],
         "paths": {
+            "/": {"get": {
+                "summary": "The playground: an HTML page to rank passages by hand, calling POST /v1/rerank (no API key needed to load it; --no-playground turns it off, 404)",
+                "security": [],
+                "responses": {
+                    "200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}},
+                    "404": {"description": "the server runs with --no-playground", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+                }
+            }},
             "/rerank": {"post": {
                 "summary": "Rerank texts: text-embeddings-inference's schema (a body with texts), or the Cohere schema (a body with documents, as Infinity and vLLM serve it here; its answer never carries the documents)",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"oneOf": [

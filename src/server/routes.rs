@@ -34,7 +34,14 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
-    Router::new()
+    // The page itself is public, like the probes: it holds no data, and a
+    // server with --api-key needs it loaded to type the key in.
+    let public = if state.config().playground {
+        Router::new().route("/", get(super::playground::page))
+    } else {
+        Router::new()
+    };
+    public
         .route("/health", get(health))
         .route("/live", get(live))
         .route("/ready", get(ready))
@@ -272,28 +279,62 @@ async fn score_now(
             )));
         }
     }
-    let windows: Vec<Vec<u32>> = encoded
+    let mut ids: Vec<Vec<u32>> = encoded
         .iter()
         .flat_map(|d| d.windows.iter().map(|p| p.ids.clone()))
         .collect();
-    // Chunked texts make more pairs than were admitted: admit them all.
-    let permit = if windows.len() > texts.len() {
-        drop(permit);
-        inner.scheduler.try_reserve(windows.len())?
-    } else {
-        permit
+    let tokens = ids.iter().map(|p| p.len()).sum();
+    // Cached pairs (windows) skip the queue; only the others are submitted.
+    let cache = inner
+        .cache
+        .as_deref()
+        .map(|c| (c, c.scope(&inner.cache_identity, &truncation)));
+    let keys: Vec<crate::cache::Key> = cache.map_or_else(Vec::new, |(c, scope)| {
+        ids.iter().map(|p| c.key(scope, p)).collect()
+    });
+    let mut window_logits: Vec<Option<f32>> = match cache {
+        Some((c, _)) => keys.iter().map(|&k| c.get(k)).collect(),
+        None => vec![None; ids.len()],
     };
-    let tokens = windows.iter().map(|p| p.len()).sum();
-    let ticket = inner.scheduler.submit(windows, permit)?;
-    let scored = ticket.await?;
-    inner
-        .metrics
-        .observe_queue_wait(scored.logits.len(), scored.queue_time);
+    let misses: Vec<usize> = (0..ids.len())
+        .filter(|&i| window_logits[i].is_none())
+        .collect();
+    let (queue, inference) = if misses.is_empty() {
+        (Duration::ZERO, Duration::ZERO)
+    } else {
+        let missing: Vec<Vec<u32>> = misses
+            .iter()
+            .map(|&i| std::mem::take(&mut ids[i]))
+            .collect();
+        // Chunked texts can make more pairs than were admitted: admit them all.
+        let permit = if missing.len() > texts.len() {
+            drop(permit);
+            inner.scheduler.try_reserve(missing.len())?
+        } else {
+            permit
+        };
+        let ticket = inner.scheduler.submit(missing, permit)?;
+        let scored = ticket.await?;
+        inner
+            .metrics
+            .observe_queue_wait(scored.logits.len(), scored.queue_time);
+        for (&i, l) in misses.iter().zip(scored.logits) {
+            if let Some((c, _)) = cache {
+                c.put(keys[i], l);
+            }
+            window_logits[i] = Some(l);
+        }
+        (scored.queue_time, scored.inference_time)
+    };
+    let window_logits: Vec<f32> = window_logits
+        .into_iter()
+        .map(|l| l.unwrap_or(f32::NAN))
+        .collect();
     let mut at = 0;
     let (mut logits, mut best) = (Vec::with_capacity(texts.len()), Vec::new());
     for doc in &encoded {
         let n = doc.windows.len();
-        let (i, logit) = best_window(&scored.logits[at..at + n]);
+        let (i, logit) = best_window(&window_logits[at..at + n]);
         at += n;
         logits.push(logit);
         best.push(doc.is_split().then(|| Window {
@@ -310,8 +351,8 @@ async fn score_now(
         tokens,
         characters,
         tokenization,
-        queue: scored.queue_time,
-        inference: scored.inference_time,
+        queue,
+        inference,
         start,
     })
 }
@@ -425,6 +466,7 @@ async fn cohere_answer(
     let opts = ScoreOptions {
         chunking,
         max_passage_tokens: req.max_tokens_per_doc,
+        truncate: req.truncate.unwrap_or(state.config().auto_truncate),
         ..defaults
     };
     let texts = req.documents.into_iter().map(|d| d.into_text()).collect();
@@ -681,6 +723,8 @@ async fn info(State(state): State<AppState>) -> Json<Info> {
         version: env!("CARGO_PKG_VERSION").into(),
         sha: option_env!("RERANK_GIT_SHA").map(String::from),
         docker_label: option_env!("DOCKER_LABEL").map(String::from),
+        score_cache: inner.cache.as_ref().map(|c| c.stats()),
+        memory: c.memory,
     })
 }
 
@@ -692,7 +736,9 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        state.metrics().render(state.scheduler()),
+        state
+            .metrics()
+            .render(state.scheduler(), state.cache(), state.oom_splits()),
     )
 }
 

@@ -3,6 +3,7 @@
 //! e.g. `cargo test --test it -- precision:: server::`.
 
 mod bert;
+mod cache;
 mod chunk;
 mod cli;
 mod cli_hub;
@@ -16,6 +17,7 @@ mod precision;
 mod real_bert;
 #[cfg(feature = "server")]
 mod server;
+mod server_cache;
 #[cfg(feature = "server")]
 mod server_chunk;
 #[cfg(feature = "server")]

@@ -338,6 +338,7 @@ async fn health_info_metrics_and_openapi() {
     assert_eq!(spec["openapi"], "3.0.3");
     let paths = spec["paths"].as_object().unwrap();
     let routes = [
+        ("get", "/"),
         ("post", "/rerank"),
         ("post", "/v1/rerank"),
         ("post", "/v2/rerank"),
@@ -371,6 +372,88 @@ async fn health_info_metrics_and_openapi() {
         .await;
         a.error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
     }
+}
+
+#[tokio::test]
+async fn cohere_truncate_false_refuses_an_over_long_pair() {
+    // The playground's "refuse" option: `truncate` on the Cohere routes,
+    // whatever --auto-truncate says.
+    let (state, rr) = tiny_state(ServerConfig {
+        auto_truncate: false,
+        ..ServerConfig::default()
+    });
+    let texts = vec![long_text("the giant panda is a bear "), "short".to_string()];
+    let body = |truncate: serde_json::Value| {
+        serde_json::json!({"query": QUERY, "documents": texts, "truncate": truncate}).to_string()
+    };
+    let message = post(&state, "/v1/rerank", body(serde_json::json!(false)))
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+    assert!(message.contains("input is too long: text 0"), "{message}");
+    post(&state, "/v1/rerank", body(serde_json::Value::Null))
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+    let a = post(&state, "/v1/rerank", body(serde_json::json!("true"))).await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let mut got = vec![f32::NAN; texts.len()];
+    for r in a.json()["results"].as_array().unwrap() {
+        got[r["index"].as_u64().unwrap() as usize] = r["relevance_score"].as_f64().unwrap() as f32;
+    }
+    assert_close(&got, &library_scores(&rr, QUERY, &texts), 1e-5, "truncated");
+}
+
+#[tokio::test]
+async fn the_playground_is_served_at_the_root_unless_turned_off() {
+    // With a key: the page loads without one (the key is typed into it).
+    let (state, _) = tiny_state(ServerConfig {
+        api_key: Some("k".into()),
+        ..ServerConfig::default()
+    });
+    let a = get(&state, "/").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        a.headers[header::CONTENT_TYPE].to_str().unwrap(),
+        "text/html; charset=utf-8"
+    );
+    let page = String::from_utf8(a.body).unwrap();
+    for hook in [
+        "id=\"query\"",
+        "id=\"passages\"",
+        "id=\"rank\"",
+        "id=\"results\"",
+        "id=\"key\"",
+        "\"result\"",
+        "\"v1/rerank\"",
+        "prefers-color-scheme: dark",
+        "name=\"viewport\"",
+        "北京是中国的政治中心和首都。",
+    ] {
+        assert!(page.contains(hook), "the page lacks {hook}");
+    }
+    // Self-contained: nothing fetched from elsewhere.
+    for outside in ["<script src", "<link", "http://", "https://", "@import"] {
+        assert!(!page.contains(outside), "the page loads {outside}…");
+    }
+    let csp = a.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(csp.contains("connect-src 'self'"), "{csp}");
+    // The API it calls still wants the key.
+    let body = serde_json::json!({"query": "q", "documents": ["a"]}).to_string();
+    post(&state, "/v1/rerank", body)
+        .await
+        .error(StatusCode::UNAUTHORIZED, "unauthorized");
+
+    let (state, _) = tiny_state(ServerConfig {
+        playground: false,
+        ..ServerConfig::default()
+    });
+    get(&state, "/")
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
 }
 
 #[tokio::test]

@@ -463,11 +463,11 @@ fn layer_pass(
     // Q, K, V for every token, side by side in one (tokens × 3H) buffer.
     if let Some(lin) = &layer.qkv {
         lin.fill_bias(qkv, 3 * h, tokens);
-        lin.matmul(qkv, 3 * h, &x, h, tokens, true);
+        lin.matmul(qkv, 3 * h, x, h, tokens, true);
     }
     for (k, lin) in layer.qkv_parts.iter().enumerate() {
         lin.fill_bias(&mut qkv[k * h..], 3 * h, tokens);
-        lin.matmul(&mut qkv[k * h..], 3 * h, &x, h, tokens, true);
+        lin.matmul(&mut qkv[k * h..], 3 * h, x, h, tokens, true);
     }
     attention(qkv, ctx, batch, (h, dims.heads), first_only);
     if let Some(st) = stats.as_deref_mut() {
@@ -482,7 +482,7 @@ fn layer_pass(
             .collect();
         &residual
     } else {
-        &x
+        x
     };
     let bias = layer.attention_output.bias.as_slice();
     mid[..rows * h]
@@ -502,7 +502,7 @@ fn layer_pass(
     ffn[..rows * inter]
         .par_chunks_mut(inter)
         .for_each(|row| kernels::bias_gelu(row, bias));
-    if let Some(st) = stats.as_deref_mut() {
+    if let Some(st) = stats {
         st.output = rows_of(ffn, inter, rows);
     }
     // x = LayerNorm(mid + bo + ffn · Wo2ᵀ)
