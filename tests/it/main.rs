@@ -17,6 +17,7 @@ mod precision;
 mod real_bert;
 #[cfg(feature = "server")]
 mod server;
+#[cfg(feature = "server")]
 mod server_cache;
 #[cfg(feature = "server")]
 mod server_chunk;
