@@ -72,6 +72,16 @@ impl Linear {
         }
     }
 
+    /// Columns of `W` (input features).
+    pub(super) fn in_dim(&self) -> usize {
+        self.in_dim
+    }
+
+    /// Rows of `W` (output features).
+    pub(super) fn out_dim(&self) -> usize {
+        self.out_dim
+    }
+
     /// Keeps this layer on `gemm` at every row count. For the f32 layers of an
     /// int8 model (CPUs without AMX): their output is quantized next, and the
     /// few-rows kernel's other summation order (last-bit differences) can
@@ -107,9 +117,14 @@ impl Linear {
     /// whose activations have outlier channels, but on random weights (none)
     /// it only moves rounding around and raised the full-size model's error
     /// (rag-50 `<s>` state 1.84e-2 → 2.25e-2).
-    pub(super) fn quantize_best(mut self, x: &[f32], rows: usize) -> (Self, bool) {
+    pub(super) fn quantize_best(mut self, x: &[f32], rows: usize, exact: &[f32]) -> (Self, bool) {
         let (n, out) = (self.in_dim, self.out_dim);
         assert_eq!(x.len(), rows * n, "calibration inputs of another layer");
+        assert_eq!(
+            exact.len(),
+            rows * out,
+            "calibration products of another layer"
+        );
         let w = self.weight.as_slice();
         let column_max = |m: &[f32], stride: usize| {
             let mut max = vec![0f32; n];
@@ -126,14 +141,17 @@ impl Linear {
         self.packed = if s.iter().all(|&f| f == 1.0) {
             Packed::Int8(plain)
         } else {
-            let scaled: Vec<f32> = w
-                .par_chunks(n)
-                .flat_map_iter(|row| row.iter().zip(&s).map(|(v, s)| v * s))
-                .collect();
+            let mut scaled = vec![0f32; w.len()];
+            scaled
+                .par_chunks_mut(n)
+                .zip(w.par_chunks(n))
+                .for_each(|(d, row)| {
+                    for ((d, v), s) in d.iter_mut().zip(row).zip(&s) {
+                        *d = v * s;
+                    }
+                });
             let candidate = PackedI8::quantize(&scaled, out, n);
             let col: Vec<f32> = s.iter().map(|s| 1.0 / s).collect();
-            let mut exact = vec![0f32; rows * out];
-            self.matmul(&mut exact, out, x, n, rows, false);
             let error = |packed: &PackedI8, col: Option<&[f32]>| {
                 let mut q = QuantRows::default();
                 match col {
@@ -145,7 +163,7 @@ impl Linear {
                 let mut y = vec![0f32; rows * out];
                 int8::matmul(self.kernels.i8, &mut y, out, &q, packed, rows, false);
                 y.iter()
-                    .zip(&exact)
+                    .zip(exact)
                     .map(|(a, b)| ((a - b) as f64).powi(2))
                     .sum::<f64>()
             };
@@ -167,7 +185,9 @@ impl Linear {
         let (in_dim, out_dim) = (parts[0].in_dim, parts.iter().map(|l| l.out_dim).sum());
         let kernels = parts[0].kernels;
         let cat = |parts: &[Linear], f: fn(&Linear) -> &[f32]| {
-            parts.iter().flat_map(|l| f(l).iter().copied()).collect()
+            let mut all = Vec::with_capacity(parts.iter().map(|l| f(l).len()).sum());
+            parts.iter().for_each(|l| all.extend_from_slice(f(l)));
+            all
         };
         let weight = Buf::Owned(cat(&parts, |l| l.weight.as_slice()));
         let bias = Buf::Owned(cat(&parts, |l| l.bias.as_slice()));
@@ -389,7 +409,8 @@ mod tests {
         };
         // No outliers: no smoothing.
         let plain = layer(&w).pack(Dtype::Int8);
-        let (same, smoothed) = layer(&w).quantize_best(&x, rows);
+        let exact = product(&layer(&w), &x);
+        let (same, smoothed) = layer(&w).quantize_best(&x, rows, &exact);
         assert!(!smoothed && same.smooth.is_none());
         let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
         assert_eq!(bits(product(&plain, &x)), bits(product(&same, &x)));
@@ -408,7 +429,7 @@ mod tests {
             (e / s).sqrt()
         };
         let plain = err(product(&layer(&w).pack(Dtype::Int8), &x));
-        let (smoothed_layer, smoothed) = layer(&w).quantize_best(&x, rows);
+        let (smoothed_layer, smoothed) = layer(&w).quantize_best(&x, rows, &exact);
         assert!(smoothed);
         assert_eq!(smoothed_layer.smooth.as_ref().unwrap()[7], 1.0 / 8.0);
         let smoothed = err(product(&smoothed_layer, &x));

@@ -51,16 +51,25 @@ impl PackedBf16 {
                 .par_chunks_mut(kp * 16)
                 .enumerate()
                 .for_each(|(blk, panel)| {
+                    // One row's pairs are made contiguously (a loop that
+                    // vectorizes), then spread to their stride-16 places.
+                    let mut pairs = vec![0u32; in_dim.div_ceil(2)];
                     for c in 0..16 {
                         let o = blk * 16 + c;
                         if o >= out_dim {
                             break;
                         }
                         let row = &w[o * in_dim..(o + 1) * in_dim];
-                        for (p, pair) in row.chunks(2).enumerate() {
-                            let lo = f32_to_bf16(pair[0]) as u32;
-                            let hi = pair.get(1).map_or(0, |&v| f32_to_bf16(v) as u32);
-                            panel[p * 16 + c] = lo | (hi << 16);
+                        let mut chunks = row.chunks_exact(2);
+                        for (d, pair) in pairs.iter_mut().zip(&mut chunks) {
+                            let (lo, hi) = (f32_to_bf16(pair[0]), f32_to_bf16(pair[1]));
+                            *d = lo as u32 | (hi as u32) << 16;
+                        }
+                        if let [last] = chunks.remainder() {
+                            pairs[in_dim / 2] = f32_to_bf16(*last) as u32;
+                        }
+                        for (p, &v) in pairs.iter().enumerate() {
+                            panel[p * 16 + c] = v;
                         }
                     }
                 });

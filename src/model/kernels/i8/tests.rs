@@ -342,3 +342,34 @@ fn in_dim_checked() {
     let mut y = vec![0f32; 8];
     matmul(best(), &mut y, 2, &q, &w, 4, false);
 }
+
+/// Weight quantization is `round_ties_even(w / scale)` clamped to ±127 (as
+/// `torch.round`), NaN quantizes to 0, and every value lands in its packed
+/// place, for a row length that is no multiple of 4 or of the 64-k tile.
+#[test]
+fn weight_quantization_rounds_ties_to_even_and_packs_every_value() {
+    let (out, inp) = (19, 70);
+    let mut rng = Rng(11);
+    let mut w: Vec<f32> = rng.gauss_vec(out * inp);
+    // Row 0: max 127, so the scale is 1 and ties are exact: 0.5 → 0,
+    // 1.5 → 2, 2.5 → 2, -0.5 → 0, -1.5 → -2, -126.5 → -126.
+    let ties = [127.0, 0.5, 1.5, 2.5, -0.5, -1.5, -126.5, f32::NAN];
+    w[..ties.len()].copy_from_slice(&ties);
+    let packed = PackedI8::quantize(&w, out, inp);
+    let expect = [127, 0, 2, 2, 0, -2, -126, 0];
+    for (k, &e) in expect.iter().enumerate() {
+        assert_eq!(packed.q(0, k), e, "w[0][{k}] = {}", ties[k]);
+    }
+    for o in 0..out {
+        let row = &w[o * inp..(o + 1) * inp];
+        let scale = row.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+        assert_eq!(packed.scale[o], scale);
+        let mut sum = 0;
+        for (k, &v) in row.iter().enumerate() {
+            let q = (v * (1.0 / scale)).round_ties_even().clamp(-127.0, 127.0) as i8;
+            assert_eq!(packed.q(o, k), q, "w[{o}][{k}]");
+            sum += q as i32;
+        }
+        assert_eq!(packed.wsum[o], sum, "row {o}");
+    }
+}
