@@ -210,10 +210,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(plan) = reranker.layer_precision() {
         println!("int8 layers: {plan}");
     }
-    if args.ceiling {
+    let ceiling = if args.ceiling {
         let gflops = matmul_ceiling()?;
         println!("f32 matmul ceiling (5120x1024 · 1024x4096, candle/gemm): {gflops:.1} GFLOP/s");
-    }
+        Some(print_kernel_ceilings(gflops)?)
+    } else {
+        None
+    };
     let names: Vec<String> = if args.workloads.is_empty() {
         ["seed-512x10", "seed-1024x20", "rag-50"]
             .map(String::from)
@@ -307,6 +310,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "implementation": reranker.implementation(), "kernels": kernels,
             "layer_precision": reranker.layer_precision(),
             "load_s": load_time.as_secs_f64(), "results": results,
+            "ceiling": ceiling,
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
     }
@@ -349,6 +353,73 @@ fn accuracy(
         mean_rel_l2: rel.iter().sum::<f64>() / rel.len().max(1) as f64,
         max_score_diff,
     })
+}
+
+/// Prints each instruction's register-only peak and each kernel's GFLOP/s on
+/// the encoder's FFN shapes as a share of it (issue 16's yardstick), and
+/// returns them for `--json`.
+fn print_kernel_ceilings(candle_f32: f64) -> Result<serde_json::Value> {
+    use rerank::model::cpu::ceiling;
+    let threads = candle_core::utils::get_num_threads();
+    let peaks = rerank::model::kernels::peak::peaks();
+    let list: Vec<String> = peaks
+        .iter()
+        .map(|p| format!("{} {:.0}", p.instruction, p.gflops))
+        .collect();
+    println!(
+        "instruction peaks (register-only loops, {threads} threads, GFLOP/s f32-equivalent): {}",
+        list.join(", ")
+    );
+    let kernels = rerank::model::Kernels::get()?;
+    const ROWS: usize = 2048;
+    let loops = rerank::model::kernels::peak::loops();
+    let speeds = ceiling::kernel_speeds(kernels, ROWS, &loops);
+    println!(
+        "{:<16} {:<17} {:>22} {:>22}",
+        "kernel",
+        "peak of",
+        format!("{ROWS}x1024->4096"),
+        format!("{ROWS}x4096->1024")
+    );
+    let mut rows: Vec<serde_json::Value> = Vec::new();
+    let names: Vec<&str> = speeds
+        .iter()
+        .map(|s| s.kernel.as_str())
+        .fold(Vec::new(), |mut v, n| {
+            if !v.contains(&n) {
+                v.push(n)
+            }
+            v
+        });
+    for name in names {
+        let cells: Vec<_> = speeds.iter().filter(|s| s.kernel == name).collect();
+        let cell = |s: &ceiling::KernelSpeed| match s.of_peak {
+            Some((_, share)) => format!("{:.0} ({:.0} % of peak)", s.gflops, 100.0 * share),
+            None => format!("{:.0}", s.gflops),
+        };
+        let vs = cells.first().and_then(|s| s.of_peak).map_or("-", |p| p.0);
+        println!(
+            "{:<16} {:<17} {:>22} {:>22}",
+            name,
+            vs,
+            cells.first().map(|s| cell(s)).unwrap_or_default(),
+            cells.get(1).map(|s| cell(s)).unwrap_or_default()
+        );
+        for s in cells {
+            rows.push(serde_json::json!({
+                "kernel": s.kernel, "shape": [s.shape.0, s.shape.1, s.shape.2],
+                "gflops": s.gflops, "peak_instruction": s.of_peak.map(|p| p.0),
+                "share_of_peak": s.of_peak.map(|p| p.1),
+            }));
+        }
+    }
+    Ok(serde_json::json!({
+        "candle_f32_gflops": candle_f32,
+        "peaks": peaks.iter().map(|p| serde_json::json!({
+            "instruction": p.instruction, "bounds": p.bounds, "gflops": p.gflops,
+        })).collect::<Vec<_>>(),
+        "kernels": rows,
+    }))
 }
 
 /// GFLOP/s of candle's f32 matmul on the encoder's largest shape (median of 5).

@@ -31,6 +31,7 @@
 //! layers in each dtype, LayerNorm), `attention.rs`, this file (the layer stack).
 
 mod attention;
+pub mod ceiling;
 mod linear;
 pub mod plan;
 mod weights;

@@ -23,9 +23,8 @@
 
 use std::fmt;
 use std::sync::OnceLock;
-use std::time::Instant;
 
-use super::linear::Linear;
+use super::ceiling::Operands;
 use crate::model::kernels::{Bf16Kernel, Kernels};
 use crate::model::Dtype;
 
@@ -145,40 +144,12 @@ pub fn bf16_speed(kernels: Kernels) -> Reason {
 /// FFN-output shape (4096 → 1024) with 256 rows: the best of three runs each,
 /// interleaved, after a warm-up, so a busy neighbour slows both alike.
 fn measure(kernels: Kernels) -> (f64, f64) {
-    const ROWS: usize = 256;
-    const IN: usize = 4096;
-    const OUT: usize = 1024;
-    // Deterministic values of the size activations and weights have; speed
-    // does not depend on them.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    };
-    let weight: Vec<f32> = (0..IN * OUT).map(|_| next() * 0.05).collect();
-    let x: Vec<f32> = (0..ROWS * IN).map(|_| next()).collect();
+    let ops = Operands::new(256, 4096, 1024);
     // As an int8 model's f32 residual layers run.
-    let f32_layer =
-        Linear::from_parts(weight.clone(), vec![0.0; OUT], IN, OUT, kernels).gemm_at_any_rows();
-    let bf16_layer = Linear::from_parts(weight, vec![0.0; OUT], IN, OUT, kernels).pack(Dtype::Bf16);
-    let mut dst = vec![0f32; ROWS * OUT];
-    let mut time = |layer: &Linear| {
-        let start = Instant::now();
-        layer.matmul(&mut dst, OUT, &x, IN, ROWS, false);
-        start.elapsed().as_secs_f64()
-    };
-    time(&f32_layer);
-    time(&bf16_layer);
-    let (mut best_f32, mut best_bf16) = (f64::INFINITY, f64::INFINITY);
-    for _ in 0..3 {
-        best_f32 = best_f32.min(time(&f32_layer));
-        best_bf16 = best_bf16.min(time(&bf16_layer));
-    }
-    let flop = 2.0 * (ROWS * IN * OUT) as f64;
-    let gflops = |secs: f64| flop / secs.max(1e-9) / 1e9;
-    (gflops(best_bf16), gflops(best_f32))
+    let f32_layer = ops.layer(kernels, Dtype::F32).gemm_at_any_rows();
+    let bf16_layer = ops.layer(kernels, Dtype::Bf16);
+    let g = ops.gflops(&[&bf16_layer, &f32_layer]);
+    (g[0], g[1])
 }
 
 #[cfg(test)]

@@ -97,6 +97,7 @@ mod amx;
 pub mod bf16;
 pub mod elementwise;
 pub mod i8;
+pub mod peak;
 pub mod small_f32;
 
 pub use bf16::{Bf16Kernel, PackedBf16};

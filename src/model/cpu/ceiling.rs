@@ -1,0 +1,158 @@
+//! How fast each kernel runs one of the encoder's linear layers here, next
+//! to its instruction's register-only peak ([`crate::model::kernels::peak`]):
+//! the figures `rerank bench --ceiling` prints, and the timing the int8 plan
+//! chooses by ([`super::plan`]).
+
+use std::time::Instant;
+
+use super::linear::Linear;
+use crate::model::kernels::peak::PeakLoop;
+use crate::model::kernels::{Bf16Kernel, I8Kernel, Kernels};
+use crate::model::Dtype;
+
+/// A linear layer's shape and deterministic operands of the size real
+/// activations and weights have (speed does not depend on their values).
+pub(super) struct Operands {
+    rows: usize,
+    in_dim: usize,
+    out_dim: usize,
+    weight: Vec<f32>,
+    x: Vec<f32>,
+}
+
+impl Operands {
+    pub(super) fn new(rows: usize, in_dim: usize, out_dim: usize) -> Self {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let weight = (0..in_dim * out_dim).map(|_| next() * 0.05).collect();
+        let x = (0..rows * in_dim).map(|_| next()).collect();
+        Self {
+            rows,
+            in_dim,
+            out_dim,
+            weight,
+            x,
+        }
+    }
+
+    /// The layer in `dtype` on `kernels` (int8: plain per-channel weights).
+    pub(super) fn layer(&self, kernels: Kernels, dtype: Dtype) -> Linear {
+        let bias = vec![0.0; self.out_dim];
+        let (i, o) = (self.in_dim, self.out_dim);
+        Linear::from_parts(self.weight.clone(), bias, i, o, kernels).pack(dtype)
+    }
+
+    /// GFLOP/s (2 per multiply-add) of one run of `layer` on these rows,
+    /// into `dst` (rows × out, allocated once: fresh pages would be timed).
+    pub(super) fn gflops_once(&self, layer: &Linear, dst: &mut [f32]) -> f64 {
+        let start = Instant::now();
+        layer.matmul(dst, self.out_dim, &self.x, self.in_dim, self.rows, false);
+        let flop = 2.0 * (self.rows * self.in_dim * self.out_dim) as f64;
+        flop / start.elapsed().as_secs_f64().max(1e-9) / 1e9
+    }
+
+    /// GFLOP/s (2 per multiply-add) of each layer on these rows: the best of
+    /// three runs each, interleaved after a warm-up, so a busy neighbour
+    /// slows them alike.
+    pub(super) fn gflops(&self, layers: &[&Linear]) -> Vec<f64> {
+        let (rows, i, o) = (self.rows, self.in_dim, self.out_dim);
+        let mut dst = vec![0f32; rows * o];
+        let mut time = |layer: &Linear| {
+            let start = Instant::now();
+            layer.matmul(&mut dst, o, &self.x, i, rows, false);
+            start.elapsed().as_secs_f64()
+        };
+        let mut best = vec![f64::INFINITY; layers.len()];
+        for round in 0..4 {
+            for (b, layer) in best.iter_mut().zip(layers) {
+                let t = time(layer);
+                if round > 0 {
+                    *b = b.min(t);
+                }
+            }
+        }
+        let flop = 2.0 * (rows * i * o) as f64;
+        best.iter().map(|t| flop / t.max(1e-9) / 1e9).collect()
+    }
+}
+
+/// One kernel on one of the encoder's shapes.
+#[derive(Debug, Clone)]
+pub struct KernelSpeed {
+    /// `f32 gemm`, `bf16 amx`, `int8 vnni`, …
+    pub kernel: String,
+    /// The layer: rows × in → out.
+    pub shape: (usize, usize, usize),
+    /// GFLOP/s, f32-equivalent (2 per multiply-add; int8 includes
+    /// quantizing the activations, as the model runs it): the median of
+    /// five runs.
+    pub gflops: f64,
+    /// The instruction this kernel is built on, and the kernel's share of
+    /// its register-only peak: the median over five rounds of the kernel's
+    /// speed over the peak loop's, run back to back, so that the machine's
+    /// drift (±20 % within seconds on a shared VM) cancels.
+    pub of_peak: Option<(&'static str, f64)>,
+}
+
+/// Every bf16 and int8 kernel at or below `kernels`' choice (so the
+/// `RERANK_*_KERNEL` caps hold), the portable ones left out, and f32, on
+/// bge-reranker-v2-m3's FFN shapes (1024 → 4096 and 4096 → 1024) with
+/// `rows` rows, each beside its instruction's peak loop among `loops`
+/// ([`peak::loops`]).
+pub fn kernel_speeds(kernels: Kernels, rows: usize, loops: &[PeakLoop]) -> Vec<KernelSpeed> {
+    let loop_of = |bounds: &str| loops.iter().find(|p| p.bounds.starts_with(bounds));
+    let mut variants: Vec<(String, Kernels, Dtype, Option<&PeakLoop>)> =
+        vec![("f32 gemm".into(), kernels, Dtype::F32, loop_of("f32"))];
+    for b in from(&Bf16Kernel::ALL, kernels.bf16) {
+        if b != Bf16Kernel::Portable && b.is_available() {
+            let name = format!("bf16 {}", b.name());
+            let peak = loop_of(&name).or_else(|| loop_of("f32"));
+            variants.push((name, Kernels { bf16: b, ..kernels }, Dtype::Bf16, peak));
+        }
+    }
+    for k in from(I8Kernel::ALL, kernels.i8) {
+        if k != I8Kernel::Scalar && k.is_available() {
+            let name = format!("int8 {}", k.name());
+            let peak = loop_of(&name).or_else(|| loop_of("f32"));
+            variants.push((name, Kernels { i8: k, ..kernels }, Dtype::Int8, peak));
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut out = Vec::new();
+    for (i, o) in [(1024, 4096), (4096, 1024)] {
+        let ops = Operands::new(rows, i, o);
+        for (name, k, d, peak) in &variants {
+            let layer = ops.layer(*k, *d);
+            let mut dst = vec![0f32; rows * o];
+            ops.gflops_once(&layer, &mut dst);
+            let (mut speed, mut share) = (Vec::new(), Vec::new());
+            for _ in 0..5 {
+                let p = peak.map(|p| p.gflops_once());
+                let g = ops.gflops_once(&layer, &mut dst);
+                speed.push(g);
+                share.extend(p.map(|p| g / p));
+            }
+            out.push(KernelSpeed {
+                kernel: name.clone(),
+                shape: (rows, i, o),
+                gflops: median(speed),
+                of_peak: peak.map(|p| (p.instruction, median(share))),
+            });
+        }
+    }
+    out
+}
+
+/// `chosen` and the kernels after it in `all` (fastest first): those a cap
+/// to `chosen` allows.
+fn from<T: PartialEq + Copy>(all: &[T], chosen: T) -> impl Iterator<Item = T> + '_ {
+    all.iter().copied().skip_while(move |k| *k != chosen)
+}
