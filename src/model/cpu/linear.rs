@@ -37,18 +37,25 @@ enum Packed {
 }
 
 impl Linear {
-    pub(super) fn load(t: &Tensors, names: &LinearNames, kernels: Kernels) -> Result<Self> {
-        let (in_dim, out_dim) = (names.in_dim, names.out_dim);
-        Ok(Self {
-            weight: t.get(&names.weight, &[out_dim, in_dim])?,
-            bias: t.get(&names.bias, &[out_dim])?,
+    /// An f32 layer on `weight` (out × in) and `bias`, as every layer starts.
+    fn f32(weight: Buf, bias: Buf, in_dim: usize, out_dim: usize, kernels: Kernels) -> Self {
+        Self {
+            weight,
+            bias,
             in_dim,
             out_dim,
             packed: Packed::F32,
             few_rows_kernel: true,
             kernels,
             smooth: None,
-        })
+        }
+    }
+
+    pub(super) fn load(t: &Tensors, names: &LinearNames, kernels: Kernels) -> Result<Self> {
+        let (in_dim, out_dim) = (names.in_dim, names.out_dim);
+        let weight = t.get(&names.weight, &[out_dim, in_dim])?;
+        let bias = t.get(&names.bias, &[out_dim])?;
+        Ok(Self::f32(weight, bias, in_dim, out_dim, kernels))
     }
 
     /// A layer from weights in memory (`weight`: out × in), for measurements.
@@ -60,16 +67,8 @@ impl Linear {
         kernels: Kernels,
     ) -> Self {
         assert_eq!((weight.len(), bias.len()), (in_dim * out_dim, out_dim));
-        Self {
-            weight: Buf::Owned(weight),
-            bias: Buf::Owned(bias),
-            in_dim,
-            out_dim,
-            packed: Packed::F32,
-            few_rows_kernel: true,
-            kernels,
-            smooth: None,
-        }
+        let (weight, bias) = (Buf::Owned(weight), Buf::Owned(bias));
+        Self::f32(weight, bias, in_dim, out_dim, kernels)
     }
 
     /// Columns of `W` (input features).
@@ -192,17 +191,7 @@ impl Linear {
         let weight = Buf::Owned(cat(&parts, |l| l.weight.as_slice()));
         let bias = Buf::Owned(cat(&parts, |l| l.bias.as_slice()));
         parts.iter_mut().for_each(|l| l.weight.release());
-        Self {
-            weight,
-            bias,
-            in_dim,
-            out_dim,
-            packed: Packed::F32,
-            few_rows_kernel: true,
-            kernels,
-            smooth: None,
-        }
-        .pack(dtype)
+        Self::f32(weight, bias, in_dim, out_dim, kernels).pack(dtype)
     }
 
     /// `dst[r] (+)= x[r] · Wᵀ` for `rows` rows; `dst` has row stride `dst_rs`
