@@ -14,6 +14,7 @@ layout without sideways scrolling, and the dark colour scheme.
 import argparse
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -55,9 +56,19 @@ def rank_and_wait(page, rows=None):
         page.click("#rank")
     response = response.value
     if rows is not None:
-        page.wait_for_function(
-            f"document.querySelectorAll('#results .result').length === {rows}"
-        )
+        # Polled from here, not with page.wait_for_function: that re-evaluates
+        # its predicate with `new Function` inside the page, which the
+        # playground's Content-Security-Policy (no 'unsafe-eval') refuses
+        # whenever the rows are not there at the first check. Each count()
+        # is a one-shot query the policy does not apply to.
+        results = page.locator("#results .result")
+        deadline = time.monotonic() + 30
+        while results.count() != rows:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{results.count()} result rows after 30 s, expected {rows}"
+                )
+            time.sleep(0.05)
     return response
 
 
