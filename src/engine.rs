@@ -278,8 +278,9 @@ impl Reranker {
         self.model.kernels()
     }
 
-    /// int8 on CPU: the precision of each class of linear layers and why
-    /// (see [`crate::model::Model::layer_precision`]).
+    /// bf16 and int8 on CPU: the precision of each class of linear layers
+    /// and of attention's products, and why (see
+    /// [`crate::model::Model::layer_precision`]).
     pub fn layer_precision(&self) -> Option<String> {
         self.model.layer_precision()
     }

@@ -208,7 +208,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         reranker.options().max_batch_tokens,
     );
     if let Some(plan) = reranker.layer_precision() {
-        println!("int8 layers: {plan}");
+        println!("layer precision: {plan}");
     }
     let ceiling = if args.ceiling {
         let gflops = matmul_ceiling()?;

@@ -292,16 +292,21 @@ impl Model {
         }
     }
 
-    /// int8 on CPU: which precision each class of linear layers runs in and
-    /// why, e.g. `q/k/v, ffn-in int8; attn-out/ffn-out bf16 (AMX)` (`None`
-    /// otherwise: every encoder linear layer runs the model's dtype).
+    /// bf16 and int8 on CPU: which precision each class of linear layers
+    /// and attention's products run in, and why, e.g. `q/k/v, ffn-in int8;
+    /// attn-out/ffn-out bf16 (AMX); attention bf16 (AMX)` (`None` otherwise:
+    /// everything runs the model's dtype).
     pub fn layer_precision(&self) -> Option<String> {
-        match self {
-            Self::Cpu(m) => m
-                .residual_plan()
+        let Self::Cpu(m) = self else { return None };
+        let parts: Vec<String> = [
+            m.residual_plan()
                 .map(|p| format!("q/k/v, ffn-in int8; {p}")),
-            Self::Candle(_) => None,
-        }
+            m.attention_plan().map(|p| p.to_string()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
     }
 
     /// Which implementation runs, for logs and `/info`.

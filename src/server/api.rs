@@ -308,8 +308,9 @@ pub struct Info {
     /// (chosen from the CPU's features, capped by `RERANK_*_KERNEL`); absent off CPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernels: Option<String>,
-    /// int8 on CPU: which precision each class of linear layers runs in and
-    /// why, e.g. `q/k/v, ffn-in int8; attn-out/ffn-out bf16 (AMX)`; absent otherwise.
+    /// bf16 and int8 on CPU: which precision each class of linear layers and
+    /// attention's products run in and why, e.g. `q/k/v, ffn-in int8; attn-out/ffn-out bf16 (AMX); attention bf16 (AMX)`;
+    /// absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer_precision: Option<String>,
     /// Most tokens per pair, special tokens included.

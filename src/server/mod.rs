@@ -184,7 +184,7 @@ pub struct ServedModel {
     pub implementation: String,
     /// The CPU kernels in use (`int8=vnni bf16=avx512bf16 …`), for `/info`; `None` off CPU.
     pub kernels: Option<String>,
-    /// int8 on CPU: each layer class's precision and why, for `/info`.
+    /// bf16 and int8 on CPU: each layer class's and attention's precision and why, for `/info`.
     pub layer_precision: Option<String>,
     /// Most pairs per forward pass.
     pub max_batch_pairs: usize,

@@ -249,7 +249,7 @@ pub fn spec() -> Value {
                         "model_device": {"type": "string"},
                         "model_implementation": {"type": "string", "description": "cpu-f32, cpu-bf16, cpu-int8 (the hand-written CPU model) or candle"},
                         "kernels": {"type": "string", "description": "the CPU kernels in use, e.g. int8=vnni bf16=avx512bf16 small-f32=avx512; absent off CPU"},
-                        "layer_precision": {"type": "string", "description": "int8 on CPU: which precision each class of linear layers runs in and why, e.g. q/k/v, ffn-in int8; attn-out/ffn-out bf16 (AMX); absent otherwise"},
+                        "layer_precision": {"type": "string", "description": "bf16 and int8 on CPU: which precision each class of linear layers and attention's products run in and why, e.g. q/k/v, ffn-in int8; attn-out/ffn-out bf16 (AMX); attention bf16 (AMX); absent otherwise"},
                         "max_input_length": {"type": "integer"},
                         "max_client_batch_size": {"type": "integer"},
                         "max_batch_tokens": {"type": "integer"},

@@ -3,11 +3,18 @@
 //! across key tiles, so an 8192-token pair needs a few hundred KiB of scores
 //! per thread instead of 4 GiB. Each head's context is written straight into
 //! its columns of the context buffer: no permute or concat copies.
+//!
+//! Q·Kᵀ and P·V run in f32 (`gemm`) or, for bf16 and int8 models on CPUs
+//! whose bf16 kernel is fast (`plan.rs`), in bf16 with f32 accumulation
+//! ([`kernels::bf16`]): each head's keys and values are rounded and packed
+//! once per key block, straight from the Q/K/V buffer; the scale, the
+//! softmax and the running sums stay f32.
 
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::backend::PackedBatch;
+use crate::model::kernels::bf16::{self, Bf16Kernel, PackedBf16};
 use crate::model::kernels::{self, SharedMut};
 
 /// Query rows × keys per attention tile: 128 × 512 scores = 256 KiB, half a
@@ -18,13 +25,15 @@ const ROW_BLOCK: usize = 128;
 const KEY_BLOCK: usize = 512;
 
 /// Self-attention of every pair: `ctx` row r (or, with `first_only`,
-/// row i = pair i's `<s>`) gets softmax(q·kᵀ/√d)·v for every head.
+/// row i = pair i's `<s>`) gets softmax(q·kᵀ/√d)·v for every head; its two
+/// products in f32, or in bf16 on `bf16_kernel`.
 pub(super) fn attention(
     qkv: &[f32],
     ctx: &mut [f32],
     batch: &PackedBatch,
     (hidden, heads): (usize, usize),
     first_only: bool,
+    bf16_kernel: Option<Bf16Kernel>,
 ) {
     let h = hidden;
     let d = h / heads;
@@ -40,6 +49,39 @@ pub(super) fn attention(
     let tasks: Vec<(usize, usize)> = (0..batch.len())
         .flat_map(|pair| (0..heads).map(move |head| (pair, head)))
         .collect();
+    if let Some(kernel) = bf16_kernel {
+        let init = Bf16Scratch::default;
+        tasks
+            .into_par_iter()
+            .for_each_init(init, |scratch, (pair, head)| {
+                let start = batch.offsets[pair];
+                let len = batch.offsets[pair + 1] - start;
+                let rows = if first_only { 1 } else { len };
+                let pair_qkv = &qkv[start * 3 * h..(start + len) * 3 * h];
+                scratch.pack_head(
+                    pair_qkv,
+                    3 * h,
+                    (h + head * d, 2 * h + head * d),
+                    d,
+                    KEY_BLOCK,
+                );
+                let out_row = if first_only { pair } else { start };
+                let q = &pair_qkv[head * d..];
+                // SAFETY: as in the f32 branch below: each task writes only its
+                // own rows and its head's columns of `ctx`.
+                unsafe {
+                    head_attention_bf16(
+                        kernel,
+                        (q, 3 * h, rows, d, scale),
+                        out.ptr().add(out_row * h + head * d),
+                        h,
+                        scratch,
+                        ROW_BLOCK,
+                    );
+                }
+            });
+        return;
+    }
     // Per thread: this head's K and V made contiguous (len × d), and a score block.
     let init = || (Vec::<f32>::new(), Vec::<f32>::new(), Scratch::default());
     tasks
@@ -212,6 +254,109 @@ unsafe fn head_attention(
     }
 }
 
+/// Per-thread buffers of the bf16 attention: one head's keys and values,
+/// packed per key block, and the f32 blocks around them.
+#[derive(Default)]
+struct Bf16Scratch {
+    /// Key block b: K[b·kb..][..c] as W (c keys × d), so Q·Wᵀ = scores.
+    keys: Vec<PackedBf16>,
+    /// Key block b: V[b·kb..][..c] transposed (d × c keys), so P·Wᵀ = P·V.
+    values: Vec<PackedBf16>,
+    /// Key blocks in use (`keys`/`values` keep older, larger vectors).
+    blocks: usize,
+    /// A row block of Q times the scale (rows × d).
+    q: Vec<f32>,
+    /// The row block's context before normalization (rows × d).
+    acc: Vec<f32>,
+    f32: Scratch,
+}
+
+impl Bf16Scratch {
+    /// Packs one head's keys and values: `qkv` rows `rs` apart, the head's
+    /// K and V at columns `k_col` and `v_col`, `d` wide; blocks of `kb` keys.
+    fn pack_head(
+        &mut self,
+        qkv: &[f32],
+        rs: usize,
+        (k_col, v_col): (usize, usize),
+        d: usize,
+        kb: usize,
+    ) {
+        let len = qkv.len() / rs;
+        self.blocks = len.div_ceil(kb);
+        if self.keys.len() < self.blocks {
+            self.keys.resize_with(self.blocks, PackedBf16::default);
+            self.values.resize_with(self.blocks, PackedBf16::default);
+        }
+        for b in 0..self.blocks {
+            let (c0, c) = (b * kb, kb.min(len - b * kb));
+            self.keys[b].repack_rows(&qkv[c0 * rs + k_col..], rs, c, d);
+            self.values[b].repack_transposed(&qkv[c0 * rs + v_col..], rs, c, d);
+        }
+    }
+}
+
+/// [`head_attention`] with Q·Kᵀ and P·V in bf16 (f32 accumulation) on
+/// `kernel`, against the keys and values packed in `scratch`
+/// ([`Bf16Scratch::pack_head`]). Q is scaled before it is rounded, so the
+/// scores need no pass of their own (for d = 64 the scale 1/8 is exact).
+///
+/// # Safety
+/// `out` must point to `rows` rows of `d` writable floats `out_rs` apart
+/// that nobody else touches meanwhile.
+unsafe fn head_attention_bf16(
+    kernel: Bf16Kernel,
+    (q, q_rs, rows, d, scale): (&[f32], usize, usize, usize, f32),
+    out: *mut f32,
+    out_rs: usize,
+    scratch: &mut Bf16Scratch,
+    row_block: usize,
+) {
+    let Bf16Scratch {
+        keys,
+        values,
+        blocks,
+        q: qs,
+        acc,
+        f32: Scratch { scores, stats },
+    } = scratch;
+    let mut r0 = 0;
+    while r0 < rows {
+        let n = row_block.min(rows - r0);
+        qs.clear();
+        for i in 0..n {
+            let row = &q[(r0 + i) * q_rs..(r0 + i) * q_rs + d];
+            qs.extend(row.iter().map(|v| v * scale));
+        }
+        stats.clear();
+        stats.extend((0..n).flat_map(|_| [f32::NEG_INFINITY, 0.0, 0.0]));
+        acc.resize(n * d, 0.0);
+        for (b, (k, v)) in keys[..*blocks].iter().zip(&values[..*blocks]).enumerate() {
+            let c = k.out_dim();
+            scores.resize(n * c, 0.0);
+            // scores (n × c) = (scale · Q) (n × d) · K_bᵀ (d × c)
+            bf16::matmul_one_thread(kernel, scores, c, qs, d, n, k, false);
+            for (row, st) in scores.chunks_exact_mut(c).zip(stats.chunks_exact_mut(3)) {
+                kernels::softmax_tile(row, st);
+            }
+            if b > 0 {
+                // Earlier key blocks were normalized to an older max.
+                for (row, st) in acc.chunks_exact_mut(d).zip(stats.chunks_exact(3)) {
+                    row.iter_mut().for_each(|o| *o *= st[2]);
+                }
+            }
+            // acc (n × d) (+)= P (n × c) · V_b (c × d)
+            bf16::matmul_one_thread(kernel, acc, d, scores, c, n, v, b > 0);
+        }
+        for (i, (row, st)) in acc.chunks_exact(d).zip(stats.chunks_exact(3)).enumerate() {
+            let inv = 1.0 / st[1];
+            let dst = std::slice::from_raw_parts_mut(out.add((r0 + i) * out_rs), d);
+            dst.iter_mut().zip(row).for_each(|(o, a)| *o = a * inv);
+        }
+        r0 += n;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,5 +405,113 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The bf16 attention on every bf16 kernel this CPU has, with several
+    /// (partial) row and key blocks, against the plain formula in f64 on the
+    /// same operands rounded to bf16 as the kernels round them: Q·scale, K,
+    /// V, and each block's exponentials (which are rounded against that
+    /// block's running max, hence the tolerance). And against f32: close,
+    /// not equal (it really rounded).
+    #[test]
+    fn bf16_attention_equals_the_formula_on_rounded_operands() {
+        use crate::model::kernels::bf16::{bf16_to_f32, f32_to_bf16};
+        let round = |x: f32| bf16_to_f32(f32_to_bf16(x));
+        let (len, d, rows, h) = (150, 64, 37, 2 * 64);
+        let mut rng = crate::synthetic::SplitMix64(9);
+        // One pair's Q/K/V rows (3H wide, two heads), head 1 used.
+        let qkv: Vec<f32> = (0..len * 3 * h)
+            .map(|_| (rng.below(2001) as f32 - 1000.0) / 1000.0)
+            .collect();
+        let (head, scale) = (1, 0.125);
+        let at = |t: usize, part: usize, c: usize| qkv[t * 3 * h + part * h + head * d + c];
+        let mut want = vec![0f64; rows * d];
+        for r in 0..rows {
+            let s: Vec<f64> = (0..len)
+                .map(|j| {
+                    (0..d)
+                        .map(|c| round(at(r, 0, c) * scale) as f64 * round(at(j, 1, c)) as f64)
+                        .sum::<f64>()
+                })
+                .collect();
+            let m = s.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for c in 0..d {
+                want[r * d + c] = (0..len)
+                    .map(|j| e[j] * round(at(j, 2, c)) as f64)
+                    .sum::<f64>()
+                    / z;
+            }
+        }
+        let mut f32_out = vec![0f32; rows * d];
+        {
+            let gather = |part| -> Vec<f32> {
+                (0..len)
+                    .flat_map(|t| (0..d).map(move |c| (t, c)))
+                    .map(|(t, c)| at(t, part, c))
+                    .collect()
+            };
+            let (k, v) = (gather(1), gather(2));
+            let input = HeadInput {
+                q: qkv[head * d..].as_ptr(),
+                q_rs: 3 * h,
+                k: &k,
+                v: &v,
+                rows,
+                d,
+                scale,
+            };
+            // SAFETY: q rows lie in qkv; f32_out is rows × d.
+            unsafe {
+                head_attention(
+                    input,
+                    f32_out.as_mut_ptr(),
+                    d,
+                    &mut Scratch::default(),
+                    (16, 40),
+                )
+            };
+        }
+        let mut ran = 0;
+        for kernel in Bf16Kernel::ALL.into_iter().filter(|k| k.is_available()) {
+            for (row_block, key_block) in [(rows, len), (16, 40), (5, 7), (128, 512)] {
+                let mut scratch = Bf16Scratch::default();
+                // Twice: the second packing reuses the first's buffers.
+                for _ in 0..2 {
+                    scratch.pack_head(&qkv, 3 * h, (h + head * d, 2 * h + head * d), d, key_block);
+                }
+                let mut got = vec![0f32; rows * d];
+                // SAFETY: got is rows × d.
+                unsafe {
+                    head_attention_bf16(
+                        kernel,
+                        (&qkv[head * d..], 3 * h, rows, d, scale),
+                        got.as_mut_ptr(),
+                        d,
+                        &mut scratch,
+                        row_block,
+                    )
+                };
+                let what = format!("{kernel:?}, blocks {row_block} × {key_block}");
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (*a as f64 - b).abs() < 2e-3,
+                        "{what}, element {i}: {a} vs {b}"
+                    );
+                }
+                let off_f32 = got
+                    .iter()
+                    .zip(&f32_out)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(
+                    off_f32 > 1e-6 && off_f32 < 1e-2,
+                    "{what}: {off_f32} off f32"
+                );
+                ran += 1;
+            }
+        }
+        assert!(ran >= 4, "the portable kernel at least");
     }
 }

@@ -1,13 +1,15 @@
 //! The CPU model's linear layers (f32 through `gemm` or the few-rows kernel,
 //! bf16, int8) and LayerNorm.
 
+use std::io::{self, Read, Write};
+
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::weights::{Buf, Tensors};
 use crate::error::Result;
 use crate::model::checkpoint::{LinearNames, NormNames};
-use crate::model::kernels::{self, bf16, i8 as int8, small_f32, Kernels};
+use crate::model::kernels::{self, bf16, i8 as int8, small_f32, stored, Kernels};
 use crate::model::kernels::{PackedBf16, PackedI8, QuantRows};
 use crate::model::Dtype;
 
@@ -277,6 +279,95 @@ impl Linear {
             .take(rows)
             .for_each(|row| row[..self.out_dim].copy_from_slice(b));
     }
+
+    /// Writes this prepared layer for the prepared-weights cache
+    /// (`prepared.rs`): its packed weights, bias and smoothing. An f32 layer
+    /// writes no weights: they are read from the checkpoint again.
+    pub(super) fn write_prepared(&self, w: &mut dyn Write) -> io::Result<()> {
+        match &self.packed {
+            Packed::F32 => w.write_all(&[0])?,
+            Packed::Bf16(p) => {
+                w.write_all(&[1])?;
+                p.write_to(w)?;
+            }
+            Packed::Int8(p) => {
+                w.write_all(&[2])?;
+                p.write_to(w)?;
+            }
+        }
+        stored::write_f32s(w, self.bias.as_slice())?;
+        match &self.smooth {
+            None => w.write_all(&[0])?,
+            Some(col) => {
+                w.write_all(&[1])?;
+                stored::write_f32s(w, col)?;
+            }
+        }
+        w.write_all(&[self.few_rows_kernel as u8])
+    }
+
+    /// Reads what [`Linear::write_prepared`] wrote for an `out_dim × in_dim`
+    /// layer; an f32 one comes from `f32` (the checkpoint). Any other size
+    /// or tag is an error.
+    pub(super) fn read_prepared(
+        r: &mut dyn Read,
+        (out_dim, in_dim): (usize, usize),
+        kernels: Kernels,
+        f32: impl FnOnce() -> Result<Linear>,
+    ) -> io::Result<Self> {
+        let byte = |r: &mut dyn Read| -> io::Result<u8> {
+            let mut b = [0u8];
+            r.read_exact(&mut b)?;
+            Ok(b[0])
+        };
+        let mut layer = match byte(r)? {
+            0 => f32().map_err(|e| io::Error::other(e.to_string()))?,
+            tag @ (1 | 2) => {
+                let packed = if tag == 1 {
+                    Packed::Bf16(PackedBf16::read_from(r, out_dim, in_dim)?)
+                } else {
+                    Packed::Int8(PackedI8::read_from(r, out_dim, in_dim)?)
+                };
+                let mut layer = Self::f32(
+                    Buf::Owned(Vec::new()),
+                    Buf::Owned(Vec::new()),
+                    in_dim,
+                    out_dim,
+                    kernels,
+                );
+                layer.packed = packed;
+                layer
+            }
+            tag => return Err(stored::invalid(format!("a layer tagged {tag}"))),
+        };
+        if (layer.out_dim, layer.in_dim) != (out_dim, in_dim) {
+            return Err(stored::invalid("a layer of another size"));
+        }
+        let bias = stored::read_f32s(r)?;
+        if bias.len() != out_dim {
+            return Err(stored::invalid("a bias of the wrong length"));
+        }
+        layer.bias = Buf::Owned(bias);
+        layer.smooth = match byte(r)? {
+            0 => None,
+            1 => {
+                let col = stored::read_f32s(r)?;
+                if col.len() != in_dim || !matches!(layer.packed, Packed::Int8(_)) {
+                    return Err(stored::invalid(
+                        "smoothing factors that do not fit the layer",
+                    ));
+                }
+                Some(col)
+            }
+            tag => return Err(stored::invalid(format!("a smoothing tag {tag}"))),
+        };
+        layer.few_rows_kernel = match byte(r)? {
+            0 => false,
+            1 => true,
+            tag => return Err(stored::invalid(format!("a few-rows flag {tag}"))),
+        };
+        Ok(layer)
+    }
 }
 
 /// Per input channel, SmoothQuant's `sqrt(x_max / w_max)` (α = 0.5) relative
@@ -427,5 +518,71 @@ mod tests {
             smoothed < plain / 2.0,
             "plain {plain:.2e}, smoothed {smoothed:.2e}"
         );
+    }
+
+    /// Every kind of prepared layer (bf16; int8 plain and smoothed; f32 from
+    /// the checkpoint) written for the cache and read back computes the same
+    /// product bit for bit; a wrong size, a truncated record and a bad tag
+    /// are errors.
+    #[test]
+    fn prepared_layers_read_back_bit_for_bit() {
+        let kernels = Kernels::get().unwrap();
+        let (rows, n, out) = (9, 72, 40);
+        let mut rng = Rng(5);
+        let w: Vec<f32> = rng.gauss_vec(out * n).iter().map(|v| v * 0.05).collect();
+        let bias: Vec<f32> = rng.gauss_vec(out);
+        let mut x = rng.gauss_vec(rows * n);
+        for row in x.chunks_mut(n) {
+            row[3] *= 80.0;
+        }
+        let layer = || Linear::from_parts(w.clone(), bias.clone(), n, out, kernels);
+        let product = |l: &Linear| {
+            let mut y = vec![0f32; rows * out];
+            l.fill_bias(&mut y, out, rows);
+            l.matmul(&mut y, out, &x, n, rows, true);
+            y.into_iter().map(f32::to_bits).collect::<Vec<_>>()
+        };
+        let exact = {
+            let mut y = vec![0f32; rows * out];
+            layer().matmul(&mut y, out, &x, n, rows, false);
+            y
+        };
+        let (smoothed, did) = layer().quantize_best(&x, rows, &exact);
+        assert!(did, "the outlier channel is smoothed");
+        let kinds = [
+            ("bf16", layer().pack(Dtype::Bf16)),
+            ("int8", layer().pack(Dtype::Int8)),
+            ("int8 smoothed", smoothed),
+            ("f32", layer().gemm_at_any_rows()),
+        ];
+        for (what, l) in kinds {
+            let mut bytes = Vec::new();
+            l.write_prepared(&mut bytes).unwrap();
+            let back =
+                Linear::read_prepared(&mut bytes.as_slice(), (out, n), kernels, || Ok(layer()))
+                    .unwrap();
+            assert_eq!(product(&back), product(&l), "{what}");
+            assert_eq!(back.smooth, l.smooth, "{what}");
+            assert_eq!(back.few_rows_kernel, l.few_rows_kernel, "{what}");
+            let wrong = Linear::read_prepared(&mut bytes.as_slice(), (out, n + 1), kernels, || {
+                Ok(Linear::from_parts(
+                    vec![0.0; out * (n + 1)],
+                    vec![0.0; out],
+                    n + 1,
+                    out,
+                    kernels,
+                ))
+            });
+            // (An f32 layer's weights come from the checkpoint, whose shapes are checked.)
+            assert!(
+                wrong.is_err() || what == "f32",
+                "{what}: read as another size"
+            );
+            let cut = &bytes[..bytes.len() - 2];
+            let short = Linear::read_prepared(&mut &cut[..], (out, n), kernels, || Ok(layer()));
+            assert!(short.is_err(), "{what}: truncated");
+        }
+        let err = Linear::read_prepared(&mut &[7u8][..], (out, n), kernels, || Ok(layer()));
+        assert!(err.err().unwrap().to_string().contains("tagged 7"));
     }
 }

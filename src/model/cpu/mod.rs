@@ -34,6 +34,7 @@ mod attention;
 pub mod ceiling;
 mod linear;
 pub mod plan;
+pub mod prepared;
 mod weights;
 
 use std::sync::Mutex;
@@ -48,8 +49,8 @@ pub use self::weights::WeightSource;
 use crate::backend::PackedBatch;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::model::checkpoint::{Checkpoint, TableNames};
-use crate::model::kernels::{self, Kernels};
+use crate::model::checkpoint::{Checkpoint, LinearNames, TableNames};
+use crate::model::kernels::{self, stored, Kernels};
 use crate::model::Dtype;
 
 /// `roberta.encoder.layer.N`
@@ -82,6 +83,10 @@ pub struct CpuModel {
     dtype: Dtype,
     kernels: Kernels,
     residual_plan: Option<plan::ResidualPlan>,
+    /// bf16 and int8 models: attention's products in bf16 or f32.
+    attention_plan: Option<plan::AttentionPlan>,
+    /// Whether the linear layers were read from the prepared-weights cache.
+    from_cache: bool,
     workspace: Mutex<Workspace>,
 }
 
@@ -125,17 +130,44 @@ impl CpuModel {
             Dtype::Int8 => Some(plan::residual_plan(kernels)?),
             _ => None,
         };
-        Self::load_with(source, cfg, dtype, kernels, residual_plan)
+        let attention_plan = match dtype {
+            Dtype::Int8 | Dtype::Bf16 => Some(plan::attention_plan(kernels)?),
+            _ => None,
+        };
+        Self::load_with(source, cfg, dtype, kernels, residual_plan, attention_plan)
     }
 
-    /// [`CpuModel::load`] with the kernels and (int8) the residual layers'
-    /// plan given instead of chosen: for tests of each choice in one process.
+    /// [`CpuModel::load`] with the kernels, (int8) the residual layers' plan
+    /// and (bf16, int8) the attention's given instead of chosen: for tests of
+    /// each choice in one process. Without an attention plan attention runs
+    /// f32.
     pub fn load_with(
         source: &WeightSource,
         cfg: &ModelConfig,
         dtype: Dtype,
         kernels: Kernels,
         residual_plan: Option<plan::ResidualPlan>,
+        attention_plan: Option<plan::AttentionPlan>,
+    ) -> Result<Self> {
+        let plans = (residual_plan, attention_plan);
+        Self::load_from(
+            source,
+            cfg,
+            dtype,
+            kernels,
+            plans,
+            &prepared::Place::FromEnv,
+        )
+    }
+
+    /// [`CpuModel::load_with`], its prepared-weights cache in `place`.
+    fn load_from(
+        source: &WeightSource,
+        cfg: &ModelConfig,
+        dtype: Dtype,
+        kernels: Kernels,
+        (residual_plan, attention_plan): (Option<plan::ResidualPlan>, Option<plan::AttentionPlan>),
+        place: &prepared::Place,
     ) -> Result<Self> {
         // int8 on the attention output and FFN output projections costs more
         // accuracy than on the other two: their inputs (attention context,
@@ -168,6 +200,10 @@ impl CpuModel {
         if let Some(plan) = &residual_plan {
             tracing::info!("int8 plan: q/k/v, ffn-in int8; {plan}");
         }
+        let attention_plan = attention_plan.filter(|_| dtype != Dtype::F32);
+        if let Some(plan) = &attention_plan {
+            tracing::info!("{dtype} plan: {plan}");
+        }
         let t = source.tensors()?;
         let names = Checkpoint::for_config(cfg);
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
@@ -193,29 +229,41 @@ impl CpuModel {
                 layer.gemm_at_any_rows()
             }
         };
-        let layers = names
-            .layers
-            .iter()
-            .map(|l| {
-                let qkv_parts = [&l.query, &l.key, &l.value]
-                    .into_iter()
-                    .map(|names| Linear::load(&t, names, kernels))
-                    .collect::<Result<Vec<_>>>()?;
-                let (qkv_parts, qkv) = match build_dtype {
-                    Dtype::F32 => (qkv_parts, None),
-                    _ => (Vec::new(), Some(Linear::fused(qkv_parts, dtype))),
-                };
-                Ok(Layer {
-                    qkv_parts,
-                    qkv,
-                    attention_output: residual(Linear::load(&t, &l.attention_output, kernels)?),
-                    attention_norm: LayerNorm::load(&t, &l.attention_norm)?,
-                    intermediate: Linear::load(&t, &l.intermediate, kernels)?.pack(build_dtype),
-                    output: residual(Linear::load(&t, &l.output, kernels)?),
-                    output_norm: LayerNorm::load(&t, &l.output_norm)?,
+        // bf16 and int8: the layers as an earlier load prepared them, if cached.
+        let cache = match dtype {
+            Dtype::F32 => None,
+            _ => prepared::Entry::locate(source, cfg, (dtype, residual_dtype), kernels, place),
+        };
+        let cached = cache
+            .as_ref()
+            .and_then(|entry| entry.read(|r| read_layers(r, &t, &names, cfg, kernels)));
+        let from_cache = cached.is_some();
+        let layers = match cached {
+            Some(layers) => layers,
+            None => names
+                .layers
+                .iter()
+                .map(|l| {
+                    let qkv_parts = [&l.query, &l.key, &l.value]
+                        .into_iter()
+                        .map(|names| Linear::load(&t, names, kernels))
+                        .collect::<Result<Vec<_>>>()?;
+                    let (qkv_parts, qkv) = match build_dtype {
+                        Dtype::F32 => (qkv_parts, None),
+                        _ => (Vec::new(), Some(Linear::fused(qkv_parts, dtype))),
+                    };
+                    Ok(Layer {
+                        qkv_parts,
+                        qkv,
+                        attention_output: residual(Linear::load(&t, &l.attention_output, kernels)?),
+                        attention_norm: LayerNorm::load(&t, &l.attention_norm)?,
+                        intermediate: Linear::load(&t, &l.intermediate, kernels)?.pack(build_dtype),
+                        output: residual(Linear::load(&t, &l.output, kernels)?),
+                        output_norm: LayerNorm::load(&t, &l.output_norm)?,
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>>>()?;
+                .collect::<Result<Vec<_>>>()?,
+        };
         let table = |n: &TableNames| t.get(&n.name, &[n.rows, n.dim]);
         let mut model = Self {
             word_embeddings: table(&names.word_embeddings)?,
@@ -232,10 +280,23 @@ impl CpuModel {
             dtype,
             kernels,
             residual_plan,
+            attention_plan,
+            from_cache,
             workspace: Mutex::default(),
         };
-        if dtype == Dtype::Int8 {
+        if dtype == Dtype::Int8 && !from_cache {
             model.quantize_calibrated(cfg, residual_dtype);
+        }
+        if let (Some(entry), false) = (&cache, from_cache) {
+            entry.write(|w| {
+                stored::write_len(w, model.layers.len())?;
+                model.layers.iter().try_for_each(|l| {
+                    let qkv = l.qkv.as_ref().expect("bf16 and int8 fuse Q/K/V");
+                    [qkv, &l.attention_output, &l.intermediate, &l.output]
+                        .into_iter()
+                        .try_for_each(|lin| lin.write_prepared(w))
+                })
+            });
         }
         Ok(model)
     }
@@ -256,7 +317,12 @@ impl CpuModel {
     /// process, and the scaling itself rounds nothing.
     fn quantize_calibrated(&mut self, cfg: &ModelConfig, residual_dtype: Dtype) {
         let batch = calibration_batch(cfg);
-        let dims = self.dims();
+        // The pass is the f32 model whose products the int8 layers must
+        // reproduce, attention included.
+        let dims = Dims {
+            attention_bf16: None,
+            ..self.dims()
+        };
         let tokens = batch.ids.len();
         let (h, inter) = (self.hidden, self.intermediate);
         let mut x = self.embed(&batch);
@@ -331,6 +397,7 @@ impl CpuModel {
             intermediate: self.intermediate,
             heads: self.heads,
             eps: self.eps,
+            attention_bf16: self.attention_plan.and_then(|p| p.bf16),
         }
     }
 
@@ -348,6 +415,18 @@ impl CpuModel {
     /// layers, and why (see `plan.rs`).
     pub fn residual_plan(&self) -> Option<plan::ResidualPlan> {
         self.residual_plan
+    }
+
+    /// Whether the linear layers were read from the prepared-weights cache
+    /// (`prepared.rs`) instead of converted from the checkpoint.
+    pub fn weights_from_cache(&self) -> bool {
+        self.from_cache
+    }
+
+    /// bf16 and int8 models: the precision of attention's products, and why
+    /// (see `plan.rs`).
+    pub fn attention_plan(&self) -> Option<plan::AttentionPlan> {
+        self.attention_plan
     }
 
     /// One raw logit per pair, in batch order.
@@ -430,6 +509,44 @@ impl CpuModel {
     }
 }
 
+/// The encoder layers of a prepared-weights entry ([`prepared`]): the linear
+/// layers as written after an earlier load, the LayerNorms (and any f32
+/// residual layer) from the checkpoint.
+fn read_layers(
+    r: &mut dyn std::io::Read,
+    t: &weights::Tensors,
+    names: &Checkpoint,
+    cfg: &ModelConfig,
+    kernels: Kernels,
+) -> std::io::Result<Vec<Layer>> {
+    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+    stored::expect_len(r, names.layers.len(), "the number of layers")?;
+    let io = |e: Error| std::io::Error::other(e.to_string());
+    let packed_only = || {
+        Err(Error::Unavailable(
+            "an f32 layer where bf16 or int8 is expected".into(),
+        ))
+    };
+    let from_checkpoint = |n: &LinearNames| Ok(Linear::load(t, n, kernels)?.gemm_at_any_rows());
+    names
+        .layers
+        .iter()
+        .map(|l| {
+            Ok(Layer {
+                qkv_parts: Vec::new(),
+                qkv: Some(Linear::read_prepared(r, (3 * h, h), kernels, packed_only)?),
+                attention_output: Linear::read_prepared(r, (h, h), kernels, || {
+                    from_checkpoint(&l.attention_output)
+                })?,
+                attention_norm: LayerNorm::load(t, &l.attention_norm).map_err(io)?,
+                intermediate: Linear::read_prepared(r, (i, h), kernels, packed_only)?,
+                output: Linear::read_prepared(r, (h, i), kernels, || from_checkpoint(&l.output))?,
+                output_norm: LayerNorm::load(t, &l.output_norm).map_err(io)?,
+            })
+        })
+        .collect()
+}
+
 /// Dimensions a layer pass needs.
 #[derive(Clone, Copy)]
 struct Dims {
@@ -437,6 +554,8 @@ struct Dims {
     intermediate: usize,
     heads: usize,
     eps: f32,
+    /// Attention's products in bf16 on this kernel, else f32.
+    attention_bf16: Option<kernels::Bf16Kernel>,
 }
 
 /// What each of a layer's four linear layers read and computed in a
@@ -523,7 +642,8 @@ fn layer_pass(
         lin.fill_bias(&mut qkv[k * h..], 3 * h, tokens);
         lin.matmul(&mut qkv[k * h..], 3 * h, x, h, tokens, true);
     }
-    attention(qkv, ctx, batch, (h, dims.heads), first_only);
+    let heads = (h, dims.heads);
+    attention(qkv, ctx, batch, heads, first_only, dims.attention_bf16);
     // mid = LayerNorm(x + bias + ctx · Woᵀ)
     let residual: Vec<f32>;
     let x_rows: &[f32] = if first_only {

@@ -65,15 +65,77 @@ pub enum Reason {
 impl fmt::Display for ResidualPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "attn-out/ffn-out {} (", self.precision)?;
-        match self.reason {
-            Reason::Forced => write!(f, "{}", RESIDUAL_SWITCH.0),
+        self.reason.write(f, RESIDUAL_SWITCH.0)?;
+        write!(f, ")")
+    }
+}
+
+impl Reason {
+    /// The words inside the parentheses of a plan's display; `switch` is
+    /// the variable that forces that plan.
+    fn write(&self, f: &mut fmt::Formatter<'_>, switch: &str) -> fmt::Result {
+        match *self {
+            Reason::Forced => write!(f, "{switch}"),
             Reason::Amx => write!(f, "AMX"),
             Reason::Measured { bf16, f32 } => {
                 write!(f, "measured: bf16 {bf16:.0} GFLOP/s, f32 {f32:.0} GFLOP/s")
             }
             Reason::NoFastBf16 => write!(f, "no fast bf16 kernel"),
-        }?;
+        }
+    }
+}
+
+/// The env switch that forces [`AttentionPlan`].
+pub const ATTENTION_SWITCH: (&str, &str, &str) = (
+    "RERANK_ATTENTION",
+    "auto, bf16, f32",
+    "bf16 and int8 models: the precision of attention's Q·Kᵀ and P·V products; \
+     auto (or unset): bf16 where this CPU's bf16 kernel is fast (AMX, or timed faster than f32), else f32",
+);
+
+/// How a bf16 or int8 model computes attention's two products (Q·Kᵀ, P·V;
+/// the softmax and the sums are always f32), and why. f32 models run them
+/// in f32.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionPlan {
+    /// The bf16 kernel, or `None`: f32 (`gemm`).
+    pub bf16: Option<Bf16Kernel>,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// e.g. `attention bf16 (AMX)`.
+impl fmt::Display for AttentionPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let precision = if self.bf16.is_some() { "bf16" } else { "f32" };
+        write!(f, "attention {precision} (")?;
+        self.reason.write(f, ATTENTION_SWITCH.0)?;
         write!(f, ")")
+    }
+}
+
+/// The attention plan for this process: `RERANK_ATTENTION`, else bf16
+/// exactly where [`residual_plan`]'s rule picks bf16 (the same measurement:
+/// a fast bf16 kernel is fast for both). At 8192 tokens attention is ~57 %
+/// of the FLOPs, so on AMX this is what makes bf16 pay off on long pairs.
+pub fn attention_plan(kernels: Kernels) -> crate::error::Result<AttentionPlan> {
+    let value = std::env::var_os(ATTENTION_SWITCH.0).map(|v| v.to_string_lossy().into_owned());
+    let forced = |bf16| AttentionPlan {
+        bf16,
+        reason: Reason::Forced,
+    };
+    Ok(match parse(ATTENTION_SWITCH, value.as_deref())? {
+        Some(Dtype::Bf16) => forced(Some(kernels.bf16)),
+        Some(_) => forced(None),
+        None => attention_automatic(kernels),
+    })
+}
+
+fn attention_automatic(kernels: Kernels) -> AttentionPlan {
+    let rule = automatic(kernels);
+    AttentionPlan {
+        bf16: (rule.precision == Dtype::Bf16).then_some(kernels.bf16),
+        reason: rule.reason,
     }
 }
 
@@ -93,18 +155,26 @@ pub fn residual_plan(kernels: Kernels) -> crate::error::Result<ResidualPlan> {
 
 /// `None`: automatic.
 fn parse_switch(value: Option<&str>) -> crate::error::Result<Option<Dtype>> {
+    parse(RESIDUAL_SWITCH, value)
+}
+
+/// A precision `switch` accepts (its `.1` lists them), `None` for automatic.
+fn parse(switch: (&str, &str, &str), value: Option<&str>) -> crate::error::Result<Option<Dtype>> {
     let v = value.map(|v| v.trim().to_ascii_lowercase());
+    let accepted = |name: &str| switch.1.split(", ").any(|a| a == name);
     Ok(match v.as_deref() {
         None | Some("" | "auto") => None,
-        Some("int8") => Some(Dtype::Int8),
-        Some("bf16") => Some(Dtype::Bf16),
-        Some("f32") => Some(Dtype::F32),
+        Some(name @ ("int8" | "bf16" | "f32")) if accepted(name) => Some(match name {
+            "int8" => Dtype::Int8,
+            "bf16" => Dtype::Bf16,
+            _ => Dtype::F32,
+        }),
         Some(_) => {
             return Err(crate::error::Error::InvalidOption(format!(
                 "{}={:?} is not a precision; use one of {}, or unset it",
-                RESIDUAL_SWITCH.0,
+                switch.0,
                 value.unwrap_or_default(),
-                RESIDUAL_SWITCH.1
+                switch.1
             )))
         }
     })
@@ -207,7 +277,7 @@ mod tests {
         let kernels = Kernels::get().unwrap();
         let reference = reranker(
             &cfg,
-            CpuModel::load_with(&source, &cfg, Dtype::F32, kernels, None).unwrap(),
+            CpuModel::load_with(&source, &cfg, Dtype::F32, kernels, None, None).unwrap(),
             Dtype::F32,
         );
         let mut rng = SplitMix64(11);
@@ -239,7 +309,8 @@ mod tests {
                     precision,
                     reason: Reason::Forced,
                 };
-                let model = CpuModel::load_with(&source, &cfg, Dtype::Int8, k, Some(plan)).unwrap();
+                let model =
+                    CpuModel::load_with(&source, &cfg, Dtype::Int8, k, Some(plan), None).unwrap();
                 assert_eq!(model.residual_plan(), Some(plan));
                 let rr = reranker(&cfg, model, Dtype::Int8);
                 let (logits, hidden) = rr.logits_and_hidden(&encoded).unwrap();
@@ -287,6 +358,86 @@ mod tests {
         }
     }
 
+    /// bf16 and int8 models with attention's products in bf16, on every
+    /// bf16 kernel this CPU has, against the same model with f32 attention
+    /// and against f32: within the dtype's gates (bf16: `<s>` ≤ 1e-2
+    /// relative, |score − f32| ≤ 0.005; int8: 2e-2, 0.01), each pair alone
+    /// equal to it in a batch, and different from f32 attention (it ran).
+    #[test]
+    fn bf16_attention_stays_within_the_gates_and_is_batch_invariant() {
+        let cfg = config();
+        let source = WeightSource::from_tensors(synthetic::weights(&cfg, 7).unwrap()).unwrap();
+        let kernels = Kernels::get().unwrap();
+        let load = |dtype, k: Kernels, attention: Option<Bf16Kernel>| {
+            let residual = (dtype == Dtype::Int8).then_some(ResidualPlan {
+                precision: Dtype::Bf16,
+                reason: Reason::Forced,
+            });
+            let plan = AttentionPlan {
+                bf16: attention,
+                reason: Reason::Forced,
+            };
+            let model = CpuModel::load_with(&source, &cfg, dtype, k, residual, Some(plan)).unwrap();
+            assert_eq!(model.attention_plan(), Some(plan));
+            reranker(&cfg, model, dtype)
+        };
+        let reference = reranker(
+            &cfg,
+            CpuModel::load_with(&source, &cfg, Dtype::F32, kernels, None, None).unwrap(),
+            Dtype::F32,
+        );
+        let mut rng = SplitMix64(13);
+        let words = synthetic::word_count(&cfg);
+        let mut text = |n: usize| {
+            (0..n)
+                .map(|_| synthetic::word(rng.below(words)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let pairs: Vec<(String, String)> = (0..12)
+            .map(|k| (text(4 + k % 9), text(20 + (k * 53) % 400)))
+            .collect();
+        let encoded = reference.encode_pairs(&pairs).unwrap();
+        let (ref_logits, ref_hidden) = reference.logits_and_hidden(&encoded).unwrap();
+        let sig = crate::backend::sigmoid;
+        for bf16 in Bf16Kernel::ALL.into_iter().filter(|k| k.is_available()) {
+            let k = Kernels { bf16, ..kernels };
+            for (dtype, gate_rel, gate_score) in
+                [(Dtype::Bf16, 1e-2, 0.005), (Dtype::Int8, 2e-2, 0.01)]
+            {
+                let what = format!("{dtype}, {k}, attention bf16");
+                let f32_attention = load(dtype, k, None).logits_and_hidden(&encoded).unwrap();
+                let rr = load(dtype, k, Some(bf16));
+                let (logits, hidden) = rr.logits_and_hidden(&encoded).unwrap();
+                let max_rel = hidden
+                    .iter()
+                    .zip(&ref_hidden)
+                    .map(|(a, b)| rel_l2(a, b))
+                    .fold(0.0, f64::max);
+                let max_score = logits
+                    .iter()
+                    .zip(&ref_logits)
+                    .map(|(a, b)| (sig(*a) - sig(*b)).abs())
+                    .fold(0.0, f32::max);
+                eprintln!("{what}: rel L2 {max_rel:.2e}, |score diff| {max_score:.2e}");
+                assert!(max_rel <= gate_rel, "{what}: rel L2 {max_rel}");
+                assert!(max_score <= gate_score, "{what}: score diff {max_score}");
+                assert!(
+                    hidden != f32_attention.1,
+                    "{what}: same states as f32 attention"
+                );
+                for (p, pair) in encoded.iter().enumerate().step_by(4) {
+                    let alone = rr.logits_and_hidden(std::slice::from_ref(pair)).unwrap().0[0];
+                    assert!(
+                        (alone - logits[p]).abs() <= 1e-5,
+                        "{what}: pair {p} alone {alone}, in a batch {}",
+                        logits[p]
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn switch_values() {
         assert_eq!(parse_switch(None).unwrap(), None);
@@ -306,6 +457,28 @@ mod tests {
     }
 
     #[test]
+    fn attention_switch_values() {
+        assert_eq!(
+            parse(ATTENTION_SWITCH, Some("BF16")).unwrap(),
+            Some(Dtype::Bf16)
+        );
+        assert_eq!(
+            parse(ATTENTION_SWITCH, Some("f32")).unwrap(),
+            Some(Dtype::F32)
+        );
+        assert_eq!(parse(ATTENTION_SWITCH, Some("auto")).unwrap(), None);
+        let err = parse(ATTENTION_SWITCH, Some("int8"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with(
+                "RERANK_ATTENTION=\"int8\" is not a precision; use one of auto, bf16, f32, or unset it"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn rule_by_kernel() {
         let k = Kernels::get().unwrap();
         for (bf16, want) in [
@@ -318,6 +491,9 @@ mod tests {
                 continue;
             }
             let plan = automatic(Kernels { bf16, ..k });
+            let attention = attention_automatic(Kernels { bf16, ..k });
+            let want_bf16 = (plan.precision == Dtype::Bf16).then_some(bf16);
+            assert_eq!((attention.bf16, attention.reason), (want_bf16, plan.reason));
             match want {
                 Some((precision, reason)) => {
                     assert_eq!((plan.precision, plan.reason), (precision, reason))

@@ -99,6 +99,7 @@ pub mod elementwise;
 pub mod i8;
 pub mod peak;
 pub mod small_f32;
+pub(crate) mod stored;
 
 pub use bf16::{Bf16Kernel, PackedBf16};
 pub use elementwise::{add_into, bias_gelu, layer_norm, softmax_tile};
@@ -222,6 +223,8 @@ pub const ENV_SWITCHES: &[(&str, &str, &str)] = &[
         "0 sends f32 products of few rows to `gemm` instead of the few-rows kernel (AVX-512 CPUs); unset: on",
     ),
     crate::model::cpu::plan::RESIDUAL_SWITCH,
+    crate::model::cpu::plan::ATTENTION_SWITCH,
+    crate::model::cpu::prepared::SWITCH,
 ];
 
 impl Kernels {

@@ -38,6 +38,37 @@ pub fn matmul(
     w: &PackedBf16,
     accumulate: bool,
 ) {
+    run(kernel, dst, dst_rs, x, x_rs, rows, w, accumulate, true);
+}
+
+/// [`matmul`] on the calling thread only: for products inside a loop that is
+/// already parallel (attention, per pair and head). Same results bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_one_thread(
+    kernel: Bf16Kernel,
+    dst: &mut [f32],
+    dst_rs: usize,
+    x: &[f32],
+    x_rs: usize,
+    rows: usize,
+    w: &PackedBf16,
+    accumulate: bool,
+) {
+    run(kernel, dst, dst_rs, x, x_rs, rows, w, accumulate, false);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    kernel: Bf16Kernel,
+    dst: &mut [f32],
+    dst_rs: usize,
+    x: &[f32],
+    x_rs: usize,
+    rows: usize,
+    w: &PackedBf16,
+    accumulate: bool,
+    may_parallel: bool,
+) {
     assert!(
         kernel.is_available(),
         "bf16::matmul: kernel {kernel:?} not available"
@@ -60,7 +91,7 @@ pub fn matmul(
     assert!(dst.len() >= d_need, "bf16::matmul: dst too short");
 
     let flops = 2.0 * rows as f64 * in_dim as f64 * out_dim as f64;
-    let parallel = rayon::current_num_threads() > 1 && flops >= 8.0e6;
+    let parallel = may_parallel && rayon::current_num_threads() > 1 && flops >= 8.0e6;
 
     // Packed activations: rows_pad × a_rs u32 pairs; the extra 16 pairs per row
     // avoid 4 KiB cache-set aliasing between the rows of an AMX A tile.

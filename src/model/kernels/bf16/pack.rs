@@ -21,7 +21,7 @@ const K_PAIRS_ALIGN: usize = 16;
 /// half; channels past `out_dim` and k past `in_dim` are zero, `kp` is a multiple of
 /// 16 and the number of blocks is even. One block of 16 pairs (1 KiB) is exactly an
 /// AMX B tile.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct PackedBf16 {
     /// 64-byte aligned, so each 16-column row of a block is one cache line.
     data: AlignedBytes,
@@ -34,7 +34,8 @@ pub struct PackedBf16 {
 }
 
 impl PackedBf16 {
-    /// Rounds `w` (`out_dim × in_dim`, row-major) to bf16 and packs it.
+    /// Rounds `w` (`out_dim × in_dim`, row-major) to bf16 and packs it, in
+    /// parallel over blocks of 16 output channels.
     ///
     /// Panics if `w.len() != out_dim * in_dim`.
     pub fn pack(w: &[f32], out_dim: usize, in_dim: usize) -> Self {
@@ -42,45 +43,86 @@ impl PackedBf16 {
             .checked_mul(in_dim)
             .expect("PackedBf16::pack: size overflow");
         assert_eq!(w.len(), n, "PackedBf16::pack: w.len() != out_dim * in_dim");
+        let mut packed = Self::default();
+        packed.repack(Rows { w, w_rs: in_dim }, out_dim, in_dim, true);
+        packed
+    }
+
+    /// [`PackedBf16::pack`] of the `out_dim × in_dim` matrix whose row `o`
+    /// starts at `w[o * w_rs]`, on this thread, into this value's buffer
+    /// (reused: no allocation once it is large enough). For products inside
+    /// an already parallel loop (attention's keys).
+    ///
+    /// Panics if `w_rs < in_dim` or `w` is too short.
+    pub fn repack_rows(&mut self, w: &[f32], w_rs: usize, out_dim: usize, in_dim: usize) {
+        assert!(w_rs >= in_dim, "PackedBf16::repack_rows: w_rs < in_dim");
+        assert!(
+            out_dim == 0 || w.len() >= (out_dim - 1) * w_rs + in_dim,
+            "PackedBf16::repack_rows: w too short"
+        );
+        self.repack(Rows { w, w_rs }, out_dim, in_dim, false);
+    }
+
+    /// Packs the transpose of the `k_dim × n_dim` matrix whose row `k` starts
+    /// at `x[k * x_rs]`: W = xᵀ (`n_dim` output channels, `k_dim` inputs), so
+    /// that [`matmul`](super::matmul) computes `a · x`. On this thread, into
+    /// this value's buffer (attention's values: P · V).
+    ///
+    /// Panics if `x_rs < n_dim` or `x` is too short.
+    pub fn repack_transposed(&mut self, x: &[f32], x_rs: usize, k_dim: usize, n_dim: usize) {
+        assert!(x_rs >= n_dim, "PackedBf16::repack_transposed: x_rs < n_dim");
+        assert!(
+            k_dim == 0 || x.len() >= (k_dim - 1) * x_rs + n_dim,
+            "PackedBf16::repack_transposed: x too short"
+        );
+        self.repack(Columns { x, x_rs }, n_dim, k_dim, false);
+    }
+
+    fn repack(&mut self, src: impl Source, out_dim: usize, in_dim: usize, parallel: bool) {
         let kp = in_dim.div_ceil(2).next_multiple_of(K_PAIRS_ALIGN);
         let nblk = out_dim.div_ceil(16).next_multiple_of(2);
-        let mut data = AlignedBytes::default();
-        data.reset_zeroed(nblk * kp * 16 * 4);
-        if kp > 0 {
-            data.as_u32_mut()
-                .par_chunks_mut(kp * 16)
-                .enumerate()
-                .for_each(|(blk, panel)| {
-                    // One row's pairs are made contiguously (a loop that
-                    // vectorizes), then spread to their stride-16 places.
-                    let mut pairs = vec![0u32; in_dim.div_ceil(2)];
-                    for c in 0..16 {
-                        let o = blk * 16 + c;
-                        if o >= out_dim {
-                            break;
-                        }
-                        let row = &w[o * in_dim..(o + 1) * in_dim];
-                        let mut chunks = row.chunks_exact(2);
-                        for (d, pair) in pairs.iter_mut().zip(&mut chunks) {
-                            let (lo, hi) = (f32_to_bf16(pair[0]), f32_to_bf16(pair[1]));
-                            *d = lo as u32 | (hi as u32) << 16;
-                        }
-                        if let [last] = chunks.remainder() {
-                            pairs[in_dim / 2] = f32_to_bf16(*last) as u32;
-                        }
-                        for (p, &v) in pairs.iter().enumerate() {
-                            panel[p * 16 + c] = v;
-                        }
-                    }
-                });
+        self.data.reset_zeroed(nblk * kp * 16 * 4);
+        (self.out_dim, self.in_dim, self.kp, self.nblk) = (out_dim, in_dim, kp, nblk);
+        if kp == 0 {
+            return;
         }
-        Self {
+        let fill = |(blk, panel): (usize, &mut [u32])| src.fill_block(panel, blk, out_dim, in_dim);
+        let data = self.data.as_u32_mut();
+        if parallel {
+            data.par_chunks_mut(kp * 16).enumerate().for_each(fill);
+        } else {
+            data.chunks_mut(kp * 16).enumerate().for_each(fill);
+        }
+    }
+
+    /// Writes the packed layer for the prepared-weights cache.
+    pub(crate) fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        use crate::model::kernels::stored::*;
+        write_len(w, self.out_dim)?;
+        write_len(w, self.in_dim)?;
+        write_bytes(w, &self.data)
+    }
+
+    /// Reads what [`PackedBf16::write_to`] wrote for an `out_dim × in_dim`
+    /// layer; any other size is an error.
+    pub(crate) fn read_from(
+        r: &mut dyn std::io::Read,
+        out_dim: usize,
+        in_dim: usize,
+    ) -> std::io::Result<Self> {
+        use crate::model::kernels::stored::*;
+        expect_len(r, out_dim, "a bf16 layer's outputs")?;
+        expect_len(r, in_dim, "a bf16 layer's inputs")?;
+        let kp = in_dim.div_ceil(2).next_multiple_of(K_PAIRS_ALIGN);
+        let nblk = out_dim.div_ceil(16).next_multiple_of(2);
+        let data = read_bytes(r, nblk * kp * 16 * 4)?;
+        Ok(Self {
             data,
             out_dim,
             in_dim,
             kp,
             nblk,
-        }
+        })
     }
 
     /// Number of output channels (rows of W).
@@ -97,6 +139,74 @@ impl PackedBf16 {
     #[inline(always)]
     pub(super) fn block(&self, blk: usize) -> &[u32] {
         &self.data.as_u32()[blk * self.kp * 16..(blk + 1) * self.kp * 16]
+    }
+}
+
+/// Where [`PackedBf16::repack`] reads W from.
+trait Source: Sync {
+    /// Fills block `blk` (16 output channels × kp pairs, zeroed) of W.
+    fn fill_block(&self, panel: &mut [u32], blk: usize, out_dim: usize, in_dim: usize);
+}
+
+/// W's rows, `w_rs` apart (a checkpoint's weight, attention's keys).
+struct Rows<'a> {
+    w: &'a [f32],
+    w_rs: usize,
+}
+
+impl Source for Rows<'_> {
+    fn fill_block(&self, panel: &mut [u32], blk: usize, out_dim: usize, in_dim: usize) {
+        // One row's pairs are made contiguously (a loop that vectorizes),
+        // then spread to their stride-16 places.
+        let mut pairs = vec![0u32; in_dim.div_ceil(2)];
+        for c in 0..16 {
+            let o = blk * 16 + c;
+            if o >= out_dim {
+                break;
+            }
+            let row = &self.w[o * self.w_rs..o * self.w_rs + in_dim];
+            let mut chunks = row.chunks_exact(2);
+            for (d, pair) in pairs.iter_mut().zip(&mut chunks) {
+                let (lo, hi) = (f32_to_bf16(pair[0]), f32_to_bf16(pair[1]));
+                *d = lo as u32 | (hi as u32) << 16;
+            }
+            if let [last] = chunks.remainder() {
+                pairs[in_dim / 2] = f32_to_bf16(*last) as u32;
+            }
+            for (p, &v) in pairs.iter().enumerate() {
+                panel[p * 16 + c] = v;
+            }
+        }
+    }
+}
+
+/// W's columns as rows `x_rs` apart: W = xᵀ (attention's values).
+struct Columns<'a> {
+    x: &'a [f32],
+    x_rs: usize,
+}
+
+impl Source for Columns<'_> {
+    fn fill_block(&self, panel: &mut [u32], blk: usize, out_dim: usize, in_dim: usize) {
+        // Pair p of the block's 16 channels is rows 2p and 2p+1 of x at
+        // columns blk*16.., already side by side: a loop over 16 lanes.
+        let (c0, nc) = (blk * 16, 16.min(out_dim.saturating_sub(blk * 16)));
+        if nc == 0 {
+            return;
+        }
+        let row = |k: usize| &self.x[k * self.x_rs + c0..k * self.x_rs + c0 + nc];
+        for p in 0..in_dim / 2 {
+            let (lo, hi) = (row(2 * p), row(2 * p + 1));
+            for ((d, &l), &h) in panel[p * 16..p * 16 + nc].iter_mut().zip(lo).zip(hi) {
+                *d = f32_to_bf16(l) as u32 | (f32_to_bf16(h) as u32) << 16;
+            }
+        }
+        if in_dim % 2 == 1 {
+            let p = in_dim / 2;
+            for (d, &l) in panel[p * 16..p * 16 + nc].iter_mut().zip(row(in_dim - 1)) {
+                *d = f32_to_bf16(l) as u32;
+            }
+        }
     }
 }
 

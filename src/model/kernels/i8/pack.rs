@@ -126,6 +126,48 @@ impl PackedI8 {
         }
     }
 
+    /// Writes the packed layer for the prepared-weights cache.
+    pub(crate) fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        use crate::model::kernels::stored::*;
+        write_len(w, self.out_dim)?;
+        write_len(w, self.in_dim)?;
+        write_bytes(w, &self.data)?;
+        write_f32s(w, &self.scale)?;
+        write_i32s(w, &self.wsum)
+    }
+
+    /// Reads what [`PackedI8::write_to`] wrote for an `out_dim × in_dim`
+    /// layer; any other size is an error.
+    pub(crate) fn read_from(
+        r: &mut dyn std::io::Read,
+        out_dim: usize,
+        in_dim: usize,
+    ) -> std::io::Result<Self> {
+        use crate::model::kernels::stored::*;
+        expect_len(r, out_dim, "an int8 layer's outputs")?;
+        expect_len(r, in_dim, "an int8 layer's inputs")?;
+        let groups = in_dim.div_ceil(4);
+        let blocks = out_dim.div_ceil(16);
+        let block_bytes = groups.div_ceil(AMX_KG) * AMX_KG * 64;
+        let data = read_bytes(r, blocks * block_bytes)?;
+        let (scale, wsum) = (read_f32s(r)?, read_i32s(r)?);
+        if scale.len() != blocks * 16 || wsum.len() != blocks * 16 {
+            return Err(invalid(
+                "an int8 layer's scales or sums have the wrong length",
+            ));
+        }
+        Ok(PackedI8 {
+            out_dim,
+            in_dim,
+            groups,
+            blocks,
+            block_bytes,
+            data,
+            scale,
+            wsum,
+        })
+    }
+
     /// Number of output channels (rows of `W`).
     pub fn out_dim(&self) -> usize {
         self.out_dim
