@@ -413,7 +413,22 @@ fn print_kernel_ceilings(candle_f32: f64) -> Result<serde_json::Value> {
             }));
         }
     }
+    // Attention: bf16 against f32 by pair length, on the process's bf16 kernel.
+    let lens = [128, 256, 512, 1024, 2048, 4096];
+    let attention = ceiling::attention_bf16_over_f32(kernels.bf16, &lens);
+    let cells: Vec<String> = attention
+        .iter()
+        .map(|(len, r)| format!("{len}: {r:.2}"))
+        .collect();
+    println!(
+        "attention, bf16 {} time / f32 time by pair length (16 heads of 64): {}",
+        kernels.bf16.name(),
+        cells.join(", ")
+    );
     Ok(serde_json::json!({
+        "attention_bf16_over_f32": attention.iter().map(|(len, r)| serde_json::json!({
+            "pair_tokens": len, "bf16_kernel": kernels.bf16.name(), "time_ratio": r,
+        })).collect::<Vec<_>>(),
         "candle_f32_gflops": candle_f32,
         "peaks": peaks.iter().map(|p| serde_json::json!({
             "instruction": p.instruction, "bounds": p.bounds, "gflops": p.gflops,

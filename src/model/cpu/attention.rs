@@ -26,14 +26,16 @@ const KEY_BLOCK: usize = 512;
 
 /// Self-attention of every pair: `ctx` row r (or, with `first_only`,
 /// row i = pair i's `<s>`) gets softmax(q·kᵀ/√d)·v for every head; its two
-/// products in f32, or in bf16 on `bf16_kernel`.
+/// products in f32, or with `bf16 = Some((kernel, min_len))` in bf16 on
+/// `kernel` for pairs of at least `min_len` tokens. The choice is per pair,
+/// by its own length, so a pair scores the same alone and in any batch.
 pub(super) fn attention(
     qkv: &[f32],
     ctx: &mut [f32],
     batch: &PackedBatch,
     (hidden, heads): (usize, usize),
     first_only: bool,
-    bf16_kernel: Option<Bf16Kernel>,
+    bf16: Option<(Bf16Kernel, usize)>,
 ) {
     let h = hidden;
     let d = h / heads;
@@ -49,48 +51,35 @@ pub(super) fn attention(
     let tasks: Vec<(usize, usize)> = (0..batch.len())
         .flat_map(|pair| (0..heads).map(move |head| (pair, head)))
         .collect();
-    if let Some(kernel) = bf16_kernel {
-        let init = Bf16Scratch::default;
-        tasks
-            .into_par_iter()
-            .for_each_init(init, |scratch, (pair, head)| {
-                let start = batch.offsets[pair];
-                let len = batch.offsets[pair + 1] - start;
-                let rows = if first_only { 1 } else { len };
-                let pair_qkv = &qkv[start * 3 * h..(start + len) * 3 * h];
-                scratch.pack_head(
-                    pair_qkv,
-                    3 * h,
-                    (h + head * d, 2 * h + head * d),
-                    d,
-                    KEY_BLOCK,
-                );
-                let out_row = if first_only { pair } else { start };
-                let q = &pair_qkv[head * d..];
-                // SAFETY: as in the f32 branch below: each task writes only its
-                // own rows and its head's columns of `ctx`.
-                unsafe {
-                    head_attention_bf16(
-                        kernel,
-                        (q, 3 * h, rows, d, scale),
-                        out.ptr().add(out_row * h + head * d),
-                        h,
-                        scratch,
-                        ROW_BLOCK,
-                    );
-                }
-            });
-        return;
-    }
-    // Per thread: this head's K and V made contiguous (len × d), and a score block.
-    let init = || (Vec::<f32>::new(), Vec::<f32>::new(), Scratch::default());
+    // Per thread: this head's K and V made contiguous (len × d) for f32, or
+    // packed for bf16, and a score block.
+    let init = || (Vec::<f32>::new(), Vec::<f32>::new(), Bf16Scratch::default());
     tasks
         .into_par_iter()
-        .for_each_init(init, |(k, v, scratch), (pair, head)| {
+        .for_each_init(init, |(k, v, bf16_scratch), (pair, head)| {
             let start = batch.offsets[pair];
             let len = batch.offsets[pair + 1] - start;
             let rows = if first_only { 1 } else { len };
             let pair_qkv = &qkv[start * 3 * h..(start + len) * 3 * h];
+            let out_row = if first_only { pair } else { start };
+            if let Some((kernel, _)) = bf16.filter(|&(_, min_len)| len >= min_len) {
+                let cols = (h + head * d, 2 * h + head * d);
+                bf16_scratch.pack_head(pair_qkv, 3 * h, cols, d, KEY_BLOCK);
+                // SAFETY: as in the f32 branch below: each task writes only
+                // its own rows and its head's columns of `ctx`.
+                unsafe {
+                    head_attention_bf16(
+                        kernel,
+                        (&pair_qkv[head * d..], 3 * h, rows, d, scale),
+                        out.ptr().add(out_row * h + head * d),
+                        h,
+                        bf16_scratch,
+                        ROW_BLOCK,
+                    );
+                }
+                return;
+            }
+            let scratch = &mut bf16_scratch.f32;
             // Gathering K and V once per head makes every block's matmul
             // read dense memory instead of 64 floats out of each 3H row.
             k.clear();
@@ -99,7 +88,6 @@ pub(super) fn attention(
                 k.extend_from_slice(&row[h + head * d..h + (head + 1) * d]);
                 v.extend_from_slice(&row[2 * h + head * d..2 * h + (head + 1) * d]);
             }
-            let out_row = if first_only { pair } else { start };
             // SAFETY: Q rows 0..rows of this pair lie in `pair_qkv` (row
             // stride 3H); each task writes only its own rows and its
             // head's columns of `ctx` (asserted large enough above), so

@@ -5,7 +5,9 @@
 
 use std::time::Instant;
 
+use super::attention::attention;
 use super::linear::Linear;
+use crate::backend::PackedBatch;
 use crate::model::kernels::peak::PeakLoop;
 use crate::model::kernels::{Bf16Kernel, I8Kernel, Kernels};
 use crate::model::Dtype;
@@ -148,4 +150,41 @@ pub fn kernel_speeds(kernels: Kernels, rows: usize, loops: &[PeakLoop]) -> Vec<K
 /// to `chosen` allows.
 fn from<T: PartialEq + Copy>(all: &[T], chosen: T) -> impl Iterator<Item = T> + '_ {
     all.iter().copied().skip_while(move |k| *k != chosen)
+}
+
+/// Attention's time in bf16 over f32 (below 1: bf16 faster) on `kernel`, for
+/// pairs of each length in `lens`: bge-reranker-v2-m3's 16 heads of 64, as
+/// many pairs as fill 8192 tokens, the median of 5 interleaved runs each
+/// after a warm-up. What `plan::BF16_ATTENTION_MIN_LEN` is set by.
+pub fn attention_bf16_over_f32(kernel: Bf16Kernel, lens: &[usize]) -> Vec<(usize, f64)> {
+    let (h, heads) = (1024, 16);
+    lens.iter()
+        .map(|&len| {
+            let pairs = (8192 / len).max(1);
+            let tokens = pairs * len;
+            let qkv = Operands::new(tokens, 3 * h, 0).x;
+            let batch = PackedBatch {
+                ids: vec![0; tokens],
+                positions: vec![0; tokens],
+                types: vec![0; tokens],
+                offsets: (0..=pairs).map(|p| p * len).collect(),
+            };
+            let mut ctx = vec![0f32; tokens * h];
+            let mut run = |bf16: Option<(Bf16Kernel, usize)>| {
+                let start = Instant::now();
+                attention(&qkv, &mut ctx, &batch, (h, heads), false, bf16);
+                start.elapsed().as_secs_f64()
+            };
+            run(None);
+            run(Some((kernel, 0)));
+            let mut ratios: Vec<f64> = (0..5)
+                .map(|_| {
+                    let f = run(None);
+                    run(Some((kernel, 0))) / f
+                })
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            (len, ratios[2])
+        })
+        .collect()
 }

@@ -397,7 +397,9 @@ impl CpuModel {
             intermediate: self.intermediate,
             heads: self.heads,
             eps: self.eps,
-            attention_bf16: self.attention_plan.and_then(|p| p.bf16),
+            attention_bf16: self
+                .attention_plan
+                .and_then(|p| p.bf16.map(|k| (k, p.min_len))),
         }
     }
 
@@ -554,8 +556,9 @@ struct Dims {
     intermediate: usize,
     heads: usize,
     eps: f32,
-    /// Attention's products in bf16 on this kernel, else f32.
-    attention_bf16: Option<kernels::Bf16Kernel>,
+    /// Attention's products in bf16 on this kernel for pairs of at least
+    /// this many tokens, else f32.
+    attention_bf16: Option<(kernels::Bf16Kernel, usize)>,
 }
 
 /// What each of a layer's four linear layers read and computed in a

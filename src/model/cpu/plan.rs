@@ -89,8 +89,9 @@ impl Reason {
 pub const ATTENTION_SWITCH: (&str, &str, &str) = (
     "RERANK_ATTENTION",
     "auto, bf16, f32",
-    "bf16 and int8 models: the precision of attention's Q·Kᵀ and P·V products; \
-     auto (or unset): bf16 where this CPU's bf16 kernel is fast (AMX, or timed faster than f32), else f32",
+    "bf16 and int8 models: the precision of attention's Q·Kᵀ and P·V products; bf16: for every pair; \
+     auto (or unset): bf16 for pairs of 256+ tokens where this CPU's bf16 kernel is fast (AMX, or \
+     timed faster than f32), else f32",
 );
 
 /// How a bf16 or int8 model computes attention's two products (Q·Kᵀ, P·V;
@@ -100,15 +101,28 @@ pub const ATTENTION_SWITCH: (&str, &str, &str) = (
 pub struct AttentionPlan {
     /// The bf16 kernel, or `None`: f32 (`gemm`).
     pub bf16: Option<Bf16Kernel>,
+    /// bf16 only for pairs of at least this many tokens (shorter ones f32).
+    pub min_len: usize,
     /// Why.
     pub reason: Reason,
 }
 
-/// e.g. `attention bf16 (AMX)`.
+/// The shortest pair whose attention runs bf16 by default. Timed with AMX on
+/// the model's shapes (16 heads of 64; `rerank bench --ceiling`'s attention
+/// line, two runs on 2026-12-02), bf16's time over f32's: 1.07–1.24 at 128
+/// tokens, 0.85–0.93 at 256, 0.74–0.84 at 512, 0.70–0.75 at 1024, 0.55–0.60
+/// at 4096. Short pairs lose: packing each head's K and V and the softmax
+/// (f32 in both) cost more there than the products save.
+pub const BF16_ATTENTION_MIN_LEN: usize = 256;
+
+/// e.g. `attention bf16 from 256 tokens (AMX)`.
 impl fmt::Display for AttentionPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let precision = if self.bf16.is_some() { "bf16" } else { "f32" };
-        write!(f, "attention {precision} (")?;
+        match (self.bf16, self.min_len) {
+            (None, _) => write!(f, "attention f32 (")?,
+            (Some(_), 0 | 1) => write!(f, "attention bf16 (")?,
+            (Some(_), n) => write!(f, "attention bf16 from {n} tokens, f32 below (")?,
+        }
         self.reason.write(f, ATTENTION_SWITCH.0)?;
         write!(f, ")")
     }
@@ -122,6 +136,7 @@ pub fn attention_plan(kernels: Kernels) -> crate::error::Result<AttentionPlan> {
     let value = std::env::var_os(ATTENTION_SWITCH.0).map(|v| v.to_string_lossy().into_owned());
     let forced = |bf16| AttentionPlan {
         bf16,
+        min_len: 0,
         reason: Reason::Forced,
     };
     Ok(match parse(ATTENTION_SWITCH, value.as_deref())? {
@@ -135,6 +150,7 @@ fn attention_automatic(kernels: Kernels) -> AttentionPlan {
     let rule = automatic(kernels);
     AttentionPlan {
         bf16: (rule.precision == Dtype::Bf16).then_some(kernels.bf16),
+        min_len: BF16_ATTENTION_MIN_LEN,
         reason: rule.reason,
     }
 }
@@ -368,13 +384,14 @@ mod tests {
         let cfg = config();
         let source = WeightSource::from_tensors(synthetic::weights(&cfg, 7).unwrap()).unwrap();
         let kernels = Kernels::get().unwrap();
-        let load = |dtype, k: Kernels, attention: Option<Bf16Kernel>| {
+        let load = |dtype, k: Kernels, attention: Option<Bf16Kernel>, min_len| {
             let residual = (dtype == Dtype::Int8).then_some(ResidualPlan {
                 precision: Dtype::Bf16,
                 reason: Reason::Forced,
             });
             let plan = AttentionPlan {
                 bf16: attention,
+                min_len,
                 reason: Reason::Forced,
             };
             let model = CpuModel::load_with(&source, &cfg, dtype, k, residual, Some(plan)).unwrap();
@@ -406,8 +423,12 @@ mod tests {
                 [(Dtype::Bf16, 1e-2, 0.005), (Dtype::Int8, 2e-2, 0.01)]
             {
                 let what = format!("{dtype}, {k}, attention bf16");
-                let f32_attention = load(dtype, k, None).logits_and_hidden(&encoded).unwrap();
-                let rr = load(dtype, k, Some(bf16));
+                let f32_attention = load(dtype, k, None, 0).logits_and_hidden(&encoded).unwrap();
+                // Pairs shorter than the plan's minimum keep f32 attention.
+                let all_short = load(dtype, k, Some(bf16), 100_000);
+                let short = all_short.logits_and_hidden(&encoded).unwrap();
+                assert!(short.1 == f32_attention.1, "{what}: under min_len");
+                let rr = load(dtype, k, Some(bf16), 0);
                 let (logits, hidden) = rr.logits_and_hidden(&encoded).unwrap();
                 let max_rel = hidden
                     .iter()
@@ -494,6 +515,12 @@ mod tests {
             let attention = attention_automatic(Kernels { bf16, ..k });
             let want_bf16 = (plan.precision == Dtype::Bf16).then_some(bf16);
             assert_eq!((attention.bf16, attention.reason), (want_bf16, plan.reason));
+            assert_eq!(attention.min_len, BF16_ATTENTION_MIN_LEN);
+            if want_bf16.is_some() {
+                assert!(attention
+                    .to_string()
+                    .starts_with("attention bf16 from 256 tokens"));
+            }
             match want {
                 Some((precision, reason)) => {
                     assert_eq!((plan.precision, plan.reason), (precision, reason))

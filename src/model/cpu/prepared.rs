@@ -34,6 +34,9 @@ use crate::model::Dtype;
 /// layouts, quantization, calibration, smoothing, the file layout.
 const FORMAT: u32 = 1;
 const MAGIC: &[u8; 8] = b"RERANKPW";
+/// Smaller checkpoints are not cached: they convert in a fraction of a
+/// second, and tests would fill the user's cache with their fixtures.
+const MIN_FILE_BYTES: u64 = 256 << 20;
 const END: &[u8; 4] = b"END.";
 
 /// The env switch of the cache: (variable, accepted values, meaning).
@@ -41,15 +44,15 @@ pub const SWITCH: (&str, &str, &str) = (
     "RERANK_PREPARED_CACHE",
     "a directory, or off",
     "bf16 and int8 models: where the weights converted at load are kept for the next start \
-     (~0.3-0.6 GiB per model and dtype); unset: $XDG_CACHE_HOME/rerank/prepared or \
-     ~/.cache/rerank/prepared; off: convert at every load",
+     (~0.4-0.6 GiB per model and dtype; checkpoints under 256 MiB are not cached); unset: \
+     $XDG_CACHE_HOME/rerank/prepared or ~/.cache/rerank/prepared; off: convert at every load",
 );
 
 /// Where the cache is.
 pub(super) enum Place {
     /// As [`SWITCH`] says.
     FromEnv,
-    /// In this directory (tests).
+    /// In this directory, whatever the checkpoint's size (tests).
     #[cfg_attr(not(test), allow(dead_code))]
     Dir(PathBuf),
 }
@@ -76,9 +79,14 @@ impl Entry {
             return None;
         };
         let dir = match place {
-            Place::FromEnv => directory(std::env::var_os(SWITCH.0).as_deref(), |v| {
-                std::env::var_os(v)
-            })?,
+            Place::FromEnv => {
+                if fs::metadata(path).is_ok_and(|m| m.len() < MIN_FILE_BYTES) {
+                    return None;
+                }
+                directory(std::env::var_os(SWITCH.0).as_deref(), |v| {
+                    std::env::var_os(v)
+                })?
+            }
             Place::Dir(dir) => dir.clone(),
         };
         let model = match file_identity(path) {
