@@ -1,12 +1,13 @@
-//! The prepared-weights cache: a bf16 or int8 model's linear layers as its
-//! load left them (rounded and packed; for int8 also calibrated, quantized and
-//! smoothed), kept on disk so the next process reads them instead of
+//! The prepared-weights cache: an int8 model's linear layers as its load left
+//! them (calibrated, quantized, smoothed and packed; the residual layers
+//! bf16-packed), kept on disk so the next process reads them instead of
 //! converting the checkpoint again.
 //!
-//! Measured, not assumed (BENCHMARKS.md "Load time per dtype"): converting is
-//! most of a low-precision load (int8: an f32 calibration pass plus the
-//! quantization of 300 M weights), while reading the packed layers back is a
-//! copy from the page cache.
+//! Measured, not assumed (BENCHMARKS.md "Load time per dtype", full-size
+//! model): int8's conversion (an f32 calibration pass plus the quantization of
+//! 300 M weights) is most of its load, 2.58 s against 0.84 s read back; bf16
+//! only rounds and packs, 1.26 s against 1.08 s, so bf16 is not cached by
+//! default (the code serves both; tests cache both).
 //!
 //! An entry is keyed by everything its contents depend on: the model file
 //! (its canonical path, which for a Hugging Face cache is the blob named by
@@ -43,9 +44,9 @@ const END: &[u8; 4] = b"END.";
 pub const SWITCH: (&str, &str, &str) = (
     "RERANK_PREPARED_CACHE",
     "a directory, or off",
-    "bf16 and int8 models: where the weights converted at load are kept for the next start \
-     (~0.4-0.6 GiB per model and dtype; checkpoints under 256 MiB are not cached); unset: \
-     $XDG_CACHE_HOME/rerank/prepared or ~/.cache/rerank/prepared; off: convert at every load",
+    "int8 models: where the weights quantized at load are kept for the next start (0.4 GiB for \
+     bge-reranker-v2-m3; checkpoints under 256 MiB are not cached); unset: \
+     $XDG_CACHE_HOME/rerank/prepared or ~/.cache/rerank/prepared; off: quantize at every load",
 );
 
 /// Where the cache is.
@@ -80,7 +81,10 @@ impl Entry {
         };
         let dir = match place {
             Place::FromEnv => {
-                if fs::metadata(path).is_ok_and(|m| m.len() < MIN_FILE_BYTES) {
+                // bf16 packs nearly as fast as it reads back (full-size model:
+                // 1.26 s converted, 1.08 s cached): not worth 0.6 GiB of disk.
+                let small = fs::metadata(path).is_ok_and(|m| m.len() < MIN_FILE_BYTES);
+                if dtype != Dtype::Int8 || small {
                     return None;
                 }
                 directory(std::env::var_os(SWITCH.0).as_deref(), |v| {
