@@ -109,9 +109,9 @@ pub struct AttentionPlan {
 
 /// The shortest pair whose attention runs bf16 by default. Timed with AMX on
 /// the model's shapes (16 heads of 64; `rerank bench --ceiling`'s attention
-/// line, two runs on 2026-12-02), bf16's time over f32's: 1.07–1.24 at 128
-/// tokens, 0.85–0.93 at 256, 0.74–0.84 at 512, 0.70–0.75 at 1024, 0.55–0.60
-/// at 4096. Short pairs lose: packing each head's K and V and the softmax
+/// line, three readings on 2026-12-02), bf16's time over f32's: 1.07–1.24 at
+/// 128 tokens, 0.85–0.93 at 256, 0.74–0.84 at 512, 0.70–0.75 at 1024,
+/// 0.55–0.62 at 4096. Short pairs lose: packing each head's K and V and the softmax
 /// (f32 in both) cost more there than the products save.
 pub const BF16_ATTENTION_MIN_LEN: usize = 256;
 
