@@ -281,6 +281,37 @@ mod tests {
         (err / norm).sqrt()
     }
 
+    /// Texts of random words of `cfg`'s vocabulary, `n` words each, from `seed`.
+    fn texts(cfg: &ModelConfig, seed: u64) -> impl FnMut(usize) -> String {
+        let mut rng = SplitMix64(seed);
+        let words = synthetic::word_count(cfg);
+        move |n| {
+            (0..n)
+                .map(|_| synthetic::word(rng.below(words)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    }
+
+    /// The largest relative L2 error of the `<s>` states and the largest
+    /// |score − reference score| of a run (logits, states) against the reference's.
+    fn worst(run: &(Vec<f32>, Vec<Vec<f32>>), reference: &(Vec<f32>, Vec<Vec<f32>>)) -> (f64, f32) {
+        let sig = crate::backend::sigmoid;
+        let rel = run
+            .1
+            .iter()
+            .zip(&reference.1)
+            .map(|(a, b)| rel_l2(a, b))
+            .fold(0.0, f64::max);
+        let score = run
+            .0
+            .iter()
+            .zip(&reference.0)
+            .map(|(a, b)| (sig(*a) - sig(*b)).abs())
+            .fold(0.0, f32::max);
+        (rel, score)
+    }
+
     /// Every residual precision, on the process's kernels and on VNNI +
     /// AVX512-BF16 (what CPUs without AMX run) where this CPU has them:
     /// within the int8 gates of f32 (`<s>` hidden state ≤ 2e-2 relative,
@@ -296,19 +327,12 @@ mod tests {
             CpuModel::load_with(&source, &cfg, Dtype::F32, kernels, None, None).unwrap(),
             Dtype::F32,
         );
-        let mut rng = SplitMix64(11);
-        let words = synthetic::word_count(&cfg);
-        let mut text = |n: usize| {
-            (0..n)
-                .map(|_| synthetic::word(rng.below(words)))
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
+        let mut text = texts(&cfg, 11);
         let pairs: Vec<(String, String)> = (0..16)
             .map(|k| (text(4 + k % 12), text(16 + (k * 37) % 300)))
             .collect();
         let encoded = reference.encode_pairs(&pairs).unwrap();
-        let (ref_logits, ref_hidden) = reference.logits_and_hidden(&encoded).unwrap();
+        let expected = reference.logits_and_hidden(&encoded).unwrap();
         let mut kernel_sets = vec![kernels];
         if I8Kernel::Vnni.is_available() && Bf16Kernel::Avx512Bf16.is_available() {
             kernel_sets.push(Kernels {
@@ -317,7 +341,6 @@ mod tests {
                 ..kernels
             });
         }
-        let sig = crate::backend::sigmoid;
         for k in kernel_sets {
             let mut errors = Vec::new();
             for precision in [Dtype::Bf16, Dtype::F32, Dtype::Int8] {
@@ -329,17 +352,9 @@ mod tests {
                     CpuModel::load_with(&source, &cfg, Dtype::Int8, k, Some(plan), None).unwrap();
                 assert_eq!(model.residual_plan(), Some(plan));
                 let rr = reranker(&cfg, model, Dtype::Int8);
-                let (logits, hidden) = rr.logits_and_hidden(&encoded).unwrap();
-                let max_rel = hidden
-                    .iter()
-                    .zip(&ref_hidden)
-                    .map(|(a, b)| rel_l2(a, b))
-                    .fold(0.0, f64::max);
-                let max_score = logits
-                    .iter()
-                    .zip(&ref_logits)
-                    .map(|(a, b)| (sig(*a) - sig(*b)).abs())
-                    .fold(0.0, f32::max);
+                let run = rr.logits_and_hidden(&encoded).unwrap();
+                let (max_rel, max_score) = worst(&run, &expected);
+                let (logits, hidden) = run;
                 let what = format!("{k} residual={precision}");
                 eprintln!("{what}: rel L2 {max_rel:.2e}, |score diff| {max_score:.2e}");
                 let (gate_rel, gate_score) = match precision {
@@ -403,20 +418,12 @@ mod tests {
             CpuModel::load_with(&source, &cfg, Dtype::F32, kernels, None, None).unwrap(),
             Dtype::F32,
         );
-        let mut rng = SplitMix64(13);
-        let words = synthetic::word_count(&cfg);
-        let mut text = |n: usize| {
-            (0..n)
-                .map(|_| synthetic::word(rng.below(words)))
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
+        let mut text = texts(&cfg, 13);
         let pairs: Vec<(String, String)> = (0..12)
             .map(|k| (text(4 + k % 9), text(20 + (k * 53) % 400)))
             .collect();
         let encoded = reference.encode_pairs(&pairs).unwrap();
-        let (ref_logits, ref_hidden) = reference.logits_and_hidden(&encoded).unwrap();
-        let sig = crate::backend::sigmoid;
+        let expected = reference.logits_and_hidden(&encoded).unwrap();
         for bf16 in Bf16Kernel::ALL.into_iter().filter(|k| k.is_available()) {
             let k = Kernels { bf16, ..kernels };
             for (dtype, gate_rel, gate_score) in
@@ -429,17 +436,9 @@ mod tests {
                 let short = all_short.logits_and_hidden(&encoded).unwrap();
                 assert!(short.1 == f32_attention.1, "{what}: under min_len");
                 let rr = load(dtype, k, Some(bf16), 0);
-                let (logits, hidden) = rr.logits_and_hidden(&encoded).unwrap();
-                let max_rel = hidden
-                    .iter()
-                    .zip(&ref_hidden)
-                    .map(|(a, b)| rel_l2(a, b))
-                    .fold(0.0, f64::max);
-                let max_score = logits
-                    .iter()
-                    .zip(&ref_logits)
-                    .map(|(a, b)| (sig(*a) - sig(*b)).abs())
-                    .fold(0.0, f32::max);
+                let run = rr.logits_and_hidden(&encoded).unwrap();
+                let (max_rel, max_score) = worst(&run, &expected);
+                let (logits, hidden) = run;
                 eprintln!("{what}: rel L2 {max_rel:.2e}, |score diff| {max_score:.2e}");
                 assert!(max_rel <= gate_rel, "{what}: rel L2 {max_rel}");
                 assert!(max_score <= gate_score, "{what}: score diff {max_score}");

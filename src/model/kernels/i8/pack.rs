@@ -81,9 +81,7 @@ impl PackedI8 {
             out_dim * in_dim,
             "PackedI8::quantize: bad weight size"
         );
-        let groups = in_dim.div_ceil(4);
-        let blocks = out_dim.div_ceil(16);
-        let block_bytes = groups.div_ceil(AMX_KG) * AMX_KG * 64;
+        let (groups, blocks, block_bytes) = Self::layout(out_dim, in_dim);
         let mut data = AlignedBytes::default();
         data.reset_zeroed(blocks * block_bytes);
         let mut scale = vec![0f32; blocks * 16];
@@ -126,6 +124,17 @@ impl PackedI8 {
         }
     }
 
+    /// (k groups of 4, blocks of 16 channels, bytes per block) of an
+    /// `out_dim × in_dim` layer.
+    fn layout(out_dim: usize, in_dim: usize) -> (usize, usize, usize) {
+        let groups = in_dim.div_ceil(4);
+        (
+            groups,
+            out_dim.div_ceil(16),
+            groups.div_ceil(AMX_KG) * AMX_KG * 64,
+        )
+    }
+
     /// Writes the packed layer for the prepared-weights cache.
     pub(crate) fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
         use crate::model::kernels::stored::*;
@@ -146,9 +155,7 @@ impl PackedI8 {
         use crate::model::kernels::stored::*;
         expect_len(r, out_dim, "an int8 layer's outputs")?;
         expect_len(r, in_dim, "an int8 layer's inputs")?;
-        let groups = in_dim.div_ceil(4);
-        let blocks = out_dim.div_ceil(16);
-        let block_bytes = groups.div_ceil(AMX_KG) * AMX_KG * 64;
+        let (groups, blocks, block_bytes) = Self::layout(out_dim, in_dim);
         let data = read_bytes(r, blocks * block_bytes)?;
         let (scale, wsum) = (read_f32s(r)?, read_i32s(r)?);
         if scale.len() != blocks * 16 || wsum.len() != blocks * 16 {
