@@ -295,12 +295,12 @@ impl Linear {
                 p.write_to(w)?;
             }
         }
-        stored::write_f32s(w, self.bias.as_slice())?;
+        stored::write_words(w, self.bias.as_slice())?;
         match &self.smooth {
             None => w.write_all(&[0])?,
             Some(col) => {
                 w.write_all(&[1])?;
-                stored::write_f32s(w, col)?;
+                stored::write_words(w, col)?;
             }
         }
         w.write_all(&[self.few_rows_kernel as u8])
@@ -343,7 +343,7 @@ impl Linear {
         if (layer.out_dim, layer.in_dim) != (out_dim, in_dim) {
             return Err(stored::invalid("a layer of another size"));
         }
-        let bias = stored::read_f32s(r)?;
+        let bias = stored::read_words::<f32>(r)?;
         if bias.len() != out_dim {
             return Err(stored::invalid("a bias of the wrong length"));
         }
@@ -351,7 +351,7 @@ impl Linear {
         layer.smooth = match byte(r)? {
             0 => None,
             1 => {
-                let col = stored::read_f32s(r)?;
+                let col = stored::read_words::<f32>(r)?;
                 if col.len() != in_dim || !matches!(layer.packed, Packed::Int8(_)) {
                     return Err(stored::invalid(
                         "smoothing factors that do not fit the layer",

@@ -80,26 +80,24 @@ impl Entry {
             return None;
         };
         let dir = match place {
-            Place::FromEnv => {
-                // bf16 packs nearly as fast as it reads back (full-size model:
-                // 1.26 s converted, 1.08 s cached): not worth 0.6 GiB of disk.
-                let small = fs::metadata(path).is_ok_and(|m| m.len() < MIN_FILE_BYTES);
-                if dtype != Dtype::Int8 || small {
-                    return None;
-                }
-                directory(std::env::var_os(SWITCH.0).as_deref(), |v| {
-                    std::env::var_os(v)
-                })?
-            }
+            // bf16 packs nearly as fast as it reads back (full-size model:
+            // 1.26 s converted, 1.08 s cached): not worth 0.6 GiB of disk.
+            Place::FromEnv if dtype != Dtype::Int8 => return None,
+            Place::FromEnv => directory(std::env::var_os(SWITCH.0).as_deref(), |v| {
+                std::env::var_os(v)
+            })?,
             Place::Dir(dir) => dir.clone(),
         };
-        let model = match file_identity(path) {
+        let (model, bytes) = match file_identity(path) {
             Ok(id) => id,
             Err(e) => {
                 tracing::warn!("prepared weights: cannot identify {}: {e}", path.display());
                 return None;
             }
         };
+        if matches!(place, Place::FromEnv) && bytes < MIN_FILE_BYTES {
+            return None;
+        }
         Some(Self::in_dir(&dir, &model, cfg, (dtype, residual), kernels))
     }
 
@@ -255,9 +253,9 @@ fn directory(
     }
 }
 
-/// (the file's canonical path, its size, modification time and inode). The
-/// path names the entry's family; the rest its version.
-fn file_identity(path: &Path) -> io::Result<(String, String)> {
+/// ((the file's canonical path, its size, modification time and inode), its
+/// size in bytes). The path names the entry's family; the rest its version.
+fn file_identity(path: &Path) -> io::Result<((String, String), u64)> {
     let canonical = fs::canonicalize(path)?;
     let meta = fs::metadata(&canonical)?;
     let mtime = meta
@@ -269,10 +267,8 @@ fn file_identity(path: &Path) -> io::Result<(String, String)> {
     let inode = std::os::unix::fs::MetadataExt::ino(&meta);
     #[cfg(not(unix))]
     let inode = 0u64;
-    Ok((
-        canonical.display().to_string(),
-        format!("{} bytes, modified {mtime} ns, inode {inode}", meta.len()),
-    ))
+    let version = format!("{} bytes, modified {mtime} ns, inode {inode}", meta.len());
+    Ok(((canonical.display().to_string(), version), meta.len()))
 }
 
 /// 64-bit FNV-1a: stable across processes and Rust versions (std's hasher

@@ -36,35 +36,45 @@ pub(crate) fn expect_len(r: &mut dyn Read, want: usize, what: &str) -> io::Resul
     Ok(())
 }
 
-pub(crate) fn write_f32s(w: &mut dyn Write, v: &[f32]) -> io::Result<()> {
+/// A 4-byte value stored little-endian.
+pub(crate) trait Word: Copy {
+    fn to_le(self) -> [u8; 4];
+    fn from_le(b: [u8; 4]) -> Self;
+}
+
+impl Word for f32 {
+    fn to_le(self) -> [u8; 4] {
+        self.to_le_bytes()
+    }
+    fn from_le(b: [u8; 4]) -> Self {
+        f32::from_le_bytes(b)
+    }
+}
+
+impl Word for i32 {
+    fn to_le(self) -> [u8; 4] {
+        self.to_le_bytes()
+    }
+    fn from_le(b: [u8; 4]) -> Self {
+        i32::from_le_bytes(b)
+    }
+}
+
+/// `v`'s length, then its values.
+pub(crate) fn write_words<T: Word>(w: &mut dyn Write, v: &[T]) -> io::Result<()> {
     write_len(w, v.len())?;
-    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le()).collect();
     w.write_all(&bytes)
 }
 
-pub(crate) fn read_f32s(r: &mut dyn Read) -> io::Result<Vec<f32>> {
+/// What [`write_words`] wrote.
+pub(crate) fn read_words<T: Word>(r: &mut dyn Read) -> io::Result<Vec<T>> {
     let n = read_len(r)?;
     let mut bytes = vec![0u8; n * 4];
     r.read_exact(&mut bytes)?;
     Ok(bytes
         .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
-}
-
-pub(crate) fn write_i32s(w: &mut dyn Write, v: &[i32]) -> io::Result<()> {
-    write_len(w, v.len())?;
-    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    w.write_all(&bytes)
-}
-
-pub(crate) fn read_i32s(r: &mut dyn Read) -> io::Result<Vec<i32>> {
-    let n = read_len(r)?;
-    let mut bytes = vec![0u8; n * 4];
-    r.read_exact(&mut bytes)?;
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .map(|b| T::from_le([b[0], b[1], b[2], b[3]]))
         .collect())
 }
 

@@ -141,8 +141,8 @@ impl PackedI8 {
         write_len(w, self.out_dim)?;
         write_len(w, self.in_dim)?;
         write_bytes(w, &self.data)?;
-        write_f32s(w, &self.scale)?;
-        write_i32s(w, &self.wsum)
+        write_words(w, &self.scale)?;
+        write_words(w, &self.wsum)
     }
 
     /// Reads what [`PackedI8::write_to`] wrote for an `out_dim × in_dim`
@@ -157,7 +157,7 @@ impl PackedI8 {
         expect_len(r, in_dim, "an int8 layer's inputs")?;
         let (groups, blocks, block_bytes) = Self::layout(out_dim, in_dim);
         let data = read_bytes(r, blocks * block_bytes)?;
-        let (scale, wsum) = (read_f32s(r)?, read_i32s(r)?);
+        let (scale, wsum) = (read_words::<f32>(r)?, read_words::<i32>(r)?);
         if scale.len() != blocks * 16 || wsum.len() != blocks * 16 {
             return Err(invalid(
                 "an int8 layer's scales or sums have the wrong length",
