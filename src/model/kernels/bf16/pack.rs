@@ -156,18 +156,13 @@ struct Rows<'a> {
 
 impl Source for Rows<'_> {
     fn fill_block(&self, panel: &mut [u32], blk: usize, out_dim: usize, in_dim: usize) {
-        let (w, w_rs) = (self.w, self.w_rs);
-        #[cfg(target_arch = "x86_64")]
-        if let Some(isa) = Isa::get() {
-            // SAFETY: `Isa::get` checked the features.
-            return unsafe {
-                match isa {
-                    Isa::Avx512 => fill_rows_for::avx512(panel, blk, out_dim, in_dim, w, w_rs),
-                    Isa::Avx2 => fill_rows_for::avx2(panel, blk, out_dim, in_dim, w, w_rs),
-                }
-            };
-        }
-        fill_rows(panel, blk, out_dim, in_dim, w, w_rs)
+        fill_fastest(
+            fill_rows,
+            simd_copies!(fill_rows_for),
+            (panel, blk, out_dim, in_dim),
+            self.w,
+            self.w_rs,
+        )
     }
 }
 
@@ -227,18 +222,13 @@ struct Columns<'a> {
 
 impl Source for Columns<'_> {
     fn fill_block(&self, panel: &mut [u32], blk: usize, out_dim: usize, in_dim: usize) {
-        let (x, x_rs) = (self.x, self.x_rs);
-        #[cfg(target_arch = "x86_64")]
-        if let Some(isa) = Isa::get() {
-            // SAFETY: `Isa::get` checked the features.
-            return unsafe {
-                match isa {
-                    Isa::Avx512 => fill_columns_for::avx512(panel, blk, out_dim, in_dim, x, x_rs),
-                    Isa::Avx2 => fill_columns_for::avx2(panel, blk, out_dim, in_dim, x, x_rs),
-                }
-            };
-        }
-        fill_columns(panel, blk, out_dim, in_dim, x, x_rs)
+        fill_fastest(
+            fill_columns,
+            simd_copies!(fill_columns_for),
+            (panel, blk, out_dim, in_dim),
+            self.x,
+            self.x_rs,
+        )
     }
 }
 
@@ -307,6 +297,50 @@ impl Isa {
             None
         }
     }
+}
+
+/// A block filler: (panel, block, out_dim, in_dim, source, source row stride).
+type Fill = fn(&mut [u32], usize, usize, usize, &[f32], usize);
+/// Its SIMD copy (the CPU must have the features it was compiled with).
+#[cfg(target_arch = "x86_64")]
+type FillSimd = unsafe fn(&mut [u32], usize, usize, usize, &[f32], usize);
+#[cfg(target_arch = "x86_64")]
+type Simd = (FillSimd, FillSimd);
+#[cfg(not(target_arch = "x86_64"))]
+type Simd = ();
+
+/// The [`Simd`] copies of a `multiversion!` module of a block filler.
+macro_rules! simd_copies {
+    ($m:ident) => {{
+        #[cfg(target_arch = "x86_64")]
+        let copies = ($m::avx512 as FillSimd, $m::avx2 as FillSimd);
+        #[cfg(not(target_arch = "x86_64"))]
+        let copies = ();
+        copies
+    }};
+}
+use simd_copies;
+
+/// Runs the fastest copy of a block filler this CPU has: `simd` holds its
+/// AVX-512 and AVX2 copies.
+#[allow(unused_variables)]
+fn fill_fastest(
+    generic: Fill,
+    simd: Simd,
+    (panel, blk, out_dim, in_dim): (&mut [u32], usize, usize, usize),
+    src: &[f32],
+    rs: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(isa) = Isa::get() {
+        let f = match isa {
+            Isa::Avx512 => simd.0,
+            Isa::Avx2 => simd.1,
+        };
+        // SAFETY: `Isa::get` checked the features that copy was compiled with.
+        return unsafe { f(panel, blk, out_dim, in_dim, src, rs) };
+    }
+    generic(panel, blk, out_dim, in_dim, src, rs)
 }
 
 multiversion! {
