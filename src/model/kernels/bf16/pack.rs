@@ -156,63 +156,69 @@ struct Rows<'a> {
 
 impl Source for Rows<'_> {
     fn fill_block(&self, panel: &mut [u32], blk: usize, out_dim: usize, in_dim: usize) {
-        fill_fastest(
-            fill_rows,
-            simd_copies!(fill_rows_for),
-            (panel, blk, out_dim, in_dim),
-            self.w,
-            self.w_rs,
-        )
+        fill_rows(panel, blk, out_dim, in_dim, self.w, self.w_rs)
     }
 }
 
-/// [`Rows`]' block `blk`: rows `blk*16..` of W rounded to pairs, each row's
-/// pairs at stride 16.
-#[inline(always)]
-fn fill_rows(panel: &mut [u32], blk: usize, out_dim: usize, in_dim: usize, w: &[f32], w_rs: usize) {
-    // One row's pairs are made contiguously (a loop that vectorizes),
-    // then spread to their stride-16 places.
-    let mut pairs = vec![0u32; in_dim.div_ceil(2)];
-    for c in 0..16 {
-        let o = blk * 16 + c;
-        if o >= out_dim {
-            break;
-        }
-        // Attention's keys are 64 floats out of each 3H-float row: a stride
-        // the hardware prefetchers do not follow, so each row was a cache
-        // miss in turn. Ask for the next rows' lines ahead.
-        #[cfg(target_arch = "x86_64")]
-        if w_rs > in_dim {
-            for ahead in [2, 3] {
-                if o + ahead < out_dim {
-                    let start = (o + ahead) * w_rs;
-                    for line in (0..in_dim).step_by(16) {
-                        // SAFETY: prefetching never faults; row o + ahead lies in `w`.
-                        #[allow(unused_unsafe)]
-                        unsafe {
-                            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                            _mm_prefetch::<_MM_HINT_T0>(
-                                w.as_ptr().wrapping_add(start + line).cast(),
-                            );
+multiversion!(
+    /// [`Rows`]' block `blk`: rows `blk*16..` of W rounded to pairs, each row's
+    /// pairs at stride 16.
+    ///
+    /// Compiled for AVX-512 or AVX2 where the CPU has them (`multiversion!`):
+    /// without SIMD the rounding stays scalar, and packing attention's keys and
+    /// values was 7 % of an int8 model's time on 512-token pairs.
+    fn fill_rows(
+        panel: &mut [u32],
+        blk: usize,
+        out_dim: usize,
+        in_dim: usize,
+        w: &[f32],
+        w_rs: usize,
+    ) {
+        // One row's pairs are made contiguously (a loop that vectorizes),
+        // then spread to their stride-16 places.
+        let mut pairs = vec![0u32; in_dim.div_ceil(2)];
+        for c in 0..16 {
+            let o = blk * 16 + c;
+            if o >= out_dim {
+                break;
+            }
+            // Attention's keys are 64 floats out of each 3H-float row: a stride
+            // the hardware prefetchers do not follow, so each row was a cache
+            // miss in turn. Ask for the next rows' lines ahead.
+            #[cfg(target_arch = "x86_64")]
+            if w_rs > in_dim {
+                for ahead in [2, 3] {
+                    if o + ahead < out_dim {
+                        let start = (o + ahead) * w_rs;
+                        for line in (0..in_dim).step_by(16) {
+                            // SAFETY: prefetching never faults; row o + ahead lies in `w`.
+                            #[allow(unused_unsafe)]
+                            unsafe {
+                                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                                _mm_prefetch::<_MM_HINT_T0>(
+                                    w.as_ptr().wrapping_add(start + line).cast(),
+                                );
+                            }
                         }
                     }
                 }
             }
-        }
-        let row = &w[o * w_rs..o * w_rs + in_dim];
-        let mut chunks = row.chunks_exact(2);
-        for (d, pair) in pairs.iter_mut().zip(&mut chunks) {
-            let (lo, hi) = (f32_to_bf16(pair[0]), f32_to_bf16(pair[1]));
-            *d = lo as u32 | (hi as u32) << 16;
-        }
-        if let [last] = chunks.remainder() {
-            pairs[in_dim / 2] = f32_to_bf16(*last) as u32;
-        }
-        for (p, &v) in pairs.iter().enumerate() {
-            panel[p * 16 + c] = v;
+            let row = &w[o * w_rs..o * w_rs + in_dim];
+            let mut chunks = row.chunks_exact(2);
+            for (d, pair) in pairs.iter_mut().zip(&mut chunks) {
+                let (lo, hi) = (f32_to_bf16(pair[0]), f32_to_bf16(pair[1]));
+                *d = lo as u32 | (hi as u32) << 16;
+            }
+            if let [last] = chunks.remainder() {
+                pairs[in_dim / 2] = f32_to_bf16(*last) as u32;
+            }
+            for (p, &v) in pairs.iter().enumerate() {
+                panel[p * 16 + c] = v;
+            }
         }
     }
-}
+);
 
 /// W's columns as rows `x_rs` apart: W = xᵀ (attention's values).
 struct Columns<'a> {
@@ -222,154 +228,53 @@ struct Columns<'a> {
 
 impl Source for Columns<'_> {
     fn fill_block(&self, panel: &mut [u32], blk: usize, out_dim: usize, in_dim: usize) {
-        fill_fastest(
-            fill_columns,
-            simd_copies!(fill_columns_for),
-            (panel, blk, out_dim, in_dim),
-            self.x,
-            self.x_rs,
-        )
+        fill_columns(panel, blk, out_dim, in_dim, self.x, self.x_rs)
     }
 }
 
-/// [`Columns`]' block `blk`: pair p of the block's 16 channels is rows 2p
-/// and 2p+1 of x at columns blk*16.., already side by side: a loop over 16
-/// lanes.
-#[inline(always)]
-fn fill_columns(
-    panel: &mut [u32],
-    blk: usize,
-    out_dim: usize,
-    in_dim: usize,
-    x: &[f32],
-    x_rs: usize,
-) {
-    let (c0, nc) = (blk * 16, 16.min(out_dim.saturating_sub(blk * 16)));
-    if nc == 0 {
-        return;
-    }
-    let row = |k: usize| &x[k * x_rs + c0..k * x_rs + c0 + nc];
-    for p in 0..in_dim / 2 {
-        // As in `fill_rows`: rows x_rs apart, prefetched a few pairs ahead.
-        #[cfg(target_arch = "x86_64")]
-        if 2 * p + 9 < in_dim {
-            for k in [2 * p + 8, 2 * p + 9] {
-                // SAFETY: prefetching never faults; row k lies in `x`.
-                #[allow(unused_unsafe)]
-                unsafe {
-                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                    _mm_prefetch::<_MM_HINT_T0>(x.as_ptr().wrapping_add(k * x_rs + c0).cast());
-                }
-            }
-        }
-        let (lo, hi) = (row(2 * p), row(2 * p + 1));
-        for ((d, &l), &h) in panel[p * 16..p * 16 + nc].iter_mut().zip(lo).zip(hi) {
-            *d = f32_to_bf16(l) as u32 | (f32_to_bf16(h) as u32) << 16;
-        }
-    }
-    if in_dim % 2 == 1 {
-        let p = in_dim / 2;
-        for (d, &l) in panel[p * 16..p * 16 + nc].iter_mut().zip(row(in_dim - 1)) {
-            *d = f32_to_bf16(l) as u32;
-        }
-    }
-}
-
-/// The SIMD copy of the packing loops this CPU runs: compiled without them,
-/// the rounding stays scalar (packing the keys and values was 7 % of an int8
-/// model's time on 512-token pairs, at about 4 ns a value). Same operations,
-/// same bits.
-#[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy)]
-enum Isa {
-    Avx512,
-    Avx2,
-}
-
-#[cfg(target_arch = "x86_64")]
-impl Isa {
-    fn get() -> Option<Isa> {
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
-            Some(Isa::Avx512)
-        } else if is_x86_feature_detected!("avx2") {
-            Some(Isa::Avx2)
-        } else {
-            None
-        }
-    }
-}
-
-/// A block filler: (panel, block, out_dim, in_dim, source, source row stride).
-type Fill = fn(&mut [u32], usize, usize, usize, &[f32], usize);
-/// Its SIMD copy (the CPU must have the features it was compiled with).
-#[cfg(target_arch = "x86_64")]
-type FillSimd = unsafe fn(&mut [u32], usize, usize, usize, &[f32], usize);
-#[cfg(target_arch = "x86_64")]
-type Simd = (FillSimd, FillSimd);
-#[cfg(not(target_arch = "x86_64"))]
-type Simd = ();
-
-/// The [`Simd`] copies of a `multiversion!` module of a block filler.
-macro_rules! simd_copies {
-    ($m:ident) => {{
-        #[cfg(target_arch = "x86_64")]
-        let copies = ($m::avx512 as FillSimd, $m::avx2 as FillSimd);
-        #[cfg(not(target_arch = "x86_64"))]
-        let copies = ();
-        copies
-    }};
-}
-use simd_copies;
-
-/// Runs the fastest copy of a block filler this CPU has: `simd` holds its
-/// AVX-512 and AVX2 copies.
-#[allow(unused_variables)]
-fn fill_fastest(
-    generic: Fill,
-    simd: Simd,
-    (panel, blk, out_dim, in_dim): (&mut [u32], usize, usize, usize),
-    src: &[f32],
-    rs: usize,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(isa) = Isa::get() {
-        let f = match isa {
-            Isa::Avx512 => simd.0,
-            Isa::Avx2 => simd.1,
-        };
-        // SAFETY: `Isa::get` checked the features that copy was compiled with.
-        return unsafe { f(panel, blk, out_dim, in_dim, src, rs) };
-    }
-    generic(panel, blk, out_dim, in_dim, src, rs)
-}
-
-multiversion! {
-    /// [`fill_rows`] compiled with SIMD.
-    mod fill_rows_for(
-        panel: &mut [u32],
-        blk: usize,
-        out_dim: usize,
-        in_dim: usize,
-        w: &[f32],
-        w_rs: usize,
-    ) = fill_rows;
-    avx512: "avx512f,avx512bw,avx512vl,avx2,fma",
-    avx2: "avx2,fma",
-}
-
-multiversion! {
-    /// [`fill_columns`] compiled with SIMD.
-    mod fill_columns_for(
+multiversion!(
+    /// [`Columns`]' block `blk`: pair p of the block's 16 channels is rows 2p
+    /// and 2p+1 of x at columns blk*16.., already side by side: a loop over 16
+    /// lanes. Compiled for AVX-512 or AVX2 as [`fill_rows`] is.
+    fn fill_columns(
         panel: &mut [u32],
         blk: usize,
         out_dim: usize,
         in_dim: usize,
         x: &[f32],
         x_rs: usize,
-    ) = fill_columns;
-    avx512: "avx512f,avx512bw,avx512vl,avx2,fma",
-    avx2: "avx2,fma",
-}
+    ) {
+        let (c0, nc) = (blk * 16, 16.min(out_dim.saturating_sub(blk * 16)));
+        if nc == 0 {
+            return;
+        }
+        let row = |k: usize| &x[k * x_rs + c0..k * x_rs + c0 + nc];
+        for p in 0..in_dim / 2 {
+            // As in `fill_rows`: rows x_rs apart, prefetched a few pairs ahead.
+            #[cfg(target_arch = "x86_64")]
+            if 2 * p + 9 < in_dim {
+                for k in [2 * p + 8, 2 * p + 9] {
+                    // SAFETY: prefetching never faults; row k lies in `x`.
+                    #[allow(unused_unsafe)]
+                    unsafe {
+                        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                        _mm_prefetch::<_MM_HINT_T0>(x.as_ptr().wrapping_add(k * x_rs + c0).cast());
+                    }
+                }
+            }
+            let (lo, hi) = (row(2 * p), row(2 * p + 1));
+            for ((d, &l), &h) in panel[p * 16..p * 16 + nc].iter_mut().zip(lo).zip(hi) {
+                *d = f32_to_bf16(l) as u32 | (f32_to_bf16(h) as u32) << 16;
+            }
+        }
+        if in_dim % 2 == 1 {
+            let p = in_dim / 2;
+            for (d, &l) in panel[p * 16..p * 16 + nc].iter_mut().zip(row(in_dim - 1)) {
+                *d = f32_to_bf16(l) as u32;
+            }
+        }
+    }
+);
 
 /// Converts `rows` rows of `x` to bf16 pairs in `abuf` (row stride `a_rs` u32).
 #[allow(clippy::too_many_arguments)]
