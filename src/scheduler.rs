@@ -9,11 +9,12 @@
 //!
 //! - **Fairness.** The next pass is anchored on the request with the
 //!   highest response ratio: the time it was held back (passes run while it
-//!   had pairs waiting and none in them) per token it still has queued; ties
-//!   go to the least work left, then to the earlier arrival (see
-//!   [`priority`]). A one-pair request that arrives while a 1000-pair one is
-//!   being scored is in the next pass (the big one's pairs fill the rest of
-//!   every pass, so it is never held back); among requests that wait, short
+//!   had pairs waiting together with other waiting requests, or with none of
+//!   its pairs in the pass) per token it still has queued; ties go to the
+//!   least work left, then to the earlier arrival (see [`priority`]). A
+//!   one-pair request that arrives while a 1000-pair one is being scored is in
+//!   the next pass (alone in the queue the big one did not age, and from then
+//!   on both age alike over very different amounts of work); among requests that wait, short
 //!   ones go first after a short wait; requests of equal size are served in
 //!   arrival order (not interleaved, so the first finishes first); a long
 //!   request left out of passes gains steadily on fresh arrivals, so none
@@ -240,7 +241,8 @@ struct Job {
     remaining: usize,
     /// Tokens of its pairs still in the queue (not yet in a pass).
     queued_tokens: usize,
-    /// Time of the passes that ran while it had pairs waiting and none in the pass.
+    /// Time of the passes that ran while it had pairs waiting, together with
+    /// other waiting requests or with none of its pairs in the pass.
     held_back: Duration,
     submitted: Instant,
     started: Option<Instant>,
@@ -249,13 +251,15 @@ struct Job {
 }
 
 /// The rank of a request when the next pass is picked: its response ratio,
-/// the time it was held back (passes that ran while it had pairs waiting and
-/// none in them) per token it still has queued; higher goes first, ties to the
-/// least queued tokens, then to the earlier arrival. Highest response ratio
-/// next: a request that fills every pass is never held back and never pushes
-/// small newcomers aside; among requests that wait, short ones go first after
-/// a short wait; a long one left out of passes gains steadily on fresh
-/// arrivals, so none starves. Needs no estimate of the model's speed.
+/// the time it was held back (passes that ran while it had pairs waiting
+/// together with other waiting requests, or with none of its pairs in the
+/// pass) per token it still has queued; higher goes first, ties to the least
+/// queued tokens, then to the earlier arrival. Highest response ratio next: a
+/// request alone in the queue does not age, so a small newcomer outranks it
+/// after one pass; among requests that wait, all age alike, so short ones go
+/// first and of two equal ones the earlier keeps its lead (served in arrival
+/// order, not interleaved); a long one left out of passes gains steadily on
+/// fresh arrivals, so none starves. Needs no estimate of the model's speed.
 pub fn priority(queued_tokens: usize, held_back: Duration) -> f64 {
     held_back.as_secs_f64() / queued_tokens.max(1) as f64
 }
@@ -836,13 +840,18 @@ fn model_loop(
         }
 
         let mut state = shared.lock();
-        // Ageing: every request with pairs still waiting and none in this pass
-        // was held back for its duration.
+        // Ageing: while two or more requests have pairs waiting, every one of
+        // them was held back for this pass, whether or not some of its pairs
+        // were in it (so an earlier request keeps its lead over an equal one
+        // however long the passes take); a request waiting alone was held back
+        // only if none of its pairs were in the pass.
         {
             let mut in_pass: Vec<u64> = batch.iter().map(|e| e.job).collect();
             in_pass.sort_unstable();
+            let waiting = state.jobs.values().filter(|j| j.queued_tokens > 0).count();
             for (id, job) in state.jobs.iter_mut() {
-                if job.queued_tokens > 0 && in_pass.binary_search(id).is_err() {
+                let served = in_pass.binary_search(id).is_ok();
+                if job.queued_tokens > 0 && (waiting > 1 || !served) {
                     job.held_back += duration;
                 }
             }
@@ -1167,6 +1176,12 @@ mod tests {
         let twin = s
             .submit(vec![vec![5; 10]; 24], s.try_reserve(24).unwrap())
             .unwrap();
+        go.send(()).unwrap(); // the first pass ends
+                              // The second pass (small and part of medium) lasts far longer than
+                              // the others waited before it: medium must keep its lead on its twin
+                              // however long its passes take.
+        entered.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
         drop(go); // let every pass through
         for t in [first, small, big, medium, twin] {
             block_on(t).unwrap();
@@ -1180,6 +1195,35 @@ mod tests {
         let last = |id| order.iter().rposition(|&x| x == id).unwrap();
         let first = |id| order.iter().position(|&x| x == id).unwrap();
         assert!(last(4) < first(5) && last(5) < first(2), "{batches:?}");
+    }
+
+    #[test]
+    fn a_newcomer_is_in_the_pass_after_it_arrives_at_a_big_request_alone() {
+        let (gate, entered, go) = gate();
+        let config = SchedulerConfig {
+            max_queued_pairs: 1000,
+            ..config()
+        };
+        let s = Scheduler::new(gate.clone(), config, None).unwrap();
+        // 60 pairs of 10 tokens, 6 per pass, alone in the queue for 3 slow passes.
+        let big = s
+            .submit(vec![vec![2; 10]; 60], s.try_reserve(60).unwrap())
+            .unwrap();
+        for _ in 0..3 {
+            entered.recv().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            go.send(()).unwrap();
+        }
+        entered.recv().unwrap(); // the fourth pass is running
+        let small = s
+            .submit(vec![vec![3; 10]], s.try_reserve(1).unwrap())
+            .unwrap();
+        drop(go);
+        block_on(small).unwrap();
+        block_on(big).unwrap();
+        let batches = gate.batches.lock().unwrap().clone();
+        assert!(batches[..4].iter().all(|b| !b.contains(&3)), "{batches:?}");
+        assert!(batches[4].contains(&3), "{batches:?}");
     }
 
     #[test]
