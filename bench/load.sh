@@ -5,7 +5,8 @@
 # RSS from /usr/bin/time. With OLD=path/to/an/older/rerank it times that binary too, in the same
 # rounds, and prints new ÷ old. bf16 and int8 run twice per round: converting the checkpoint
 # (RERANK_PREPARED_CACHE=off; rows "bf16", "int8") and reading the prepared weights from a cache
-# in OUT/prepared that the warm-up round fills (rows "bf16-cached", "int8-cached").
+# in OUT/prepared-new (OUT/prepared-old for OLD: two versions of the format would replace each
+# other's entries) that the warm-up round fills (rows "bf16-cached", "int8-cached").
 #
 #   cargo build --release --bin rerank
 #   bash bench/load.sh bench/results/$(date -u +%F)-load
@@ -26,14 +27,16 @@ echo '{"query": "a query", "passage": "a passage"}' > "$out/one.jsonl"
 bins=("new=$R")
 [ -n "${OLD:-}" ] && bins+=("old=$OLD")
 : > "$out/runs.tsv"
-rm -rf "$out/prepared"
+rm -rf "$out"/prepared-*
 for round in $(seq 0 "$runs"); do
     for d in $dtypes; do
         variants=("$d=off")
-        [ "$d" != f32 ] && variants+=("$d-cached=$out/prepared")
+        [ "$d" != f32 ] && variants+=("$d-cached=$out/prepared-")
         for v in "${variants[@]}"; do
             for b in "${bins[@]}"; do
-                RERANK_PREPARED_CACHE=${v#*=} /usr/bin/time -f "%e %M" -o "$out/t" "${b#*=}" score \
+                cache=${v#*=}
+                [ "$cache" != off ] && cache+=${b%%=*}
+                RERANK_PREPARED_CACHE=$cache /usr/bin/time -f "%e %M" -o "$out/t" "${b#*=}" score \
                     --model "$M" --dtype "$d" --input "$out/one.jsonl" > /dev/null
                 # Round 0 is the warm-up.
                 [ "$round" -gt 0 ] && echo "${b%%=*} ${v%%=*} $(cat "$out/t")" >> "$out/runs.tsv"
@@ -41,8 +44,8 @@ for round in $(seq 0 "$runs"); do
         done
     done
 done
-ls -l "$out/prepared" > "$out/prepared.txt"
-rm -rf "$out/prepared"
+ls -l "$out"/prepared-* > "$out/prepared.txt"
+rm -rf "$out"/prepared-*
 rm -f "$out/t"
 python3 - "$out/runs.tsv" <<'PY' | tee "$out/result.txt"
 import statistics, sys

@@ -283,7 +283,7 @@ impl Linear {
     /// Writes this prepared layer for the prepared-weights cache
     /// (`prepared.rs`): its packed weights, bias and smoothing. An f32 layer
     /// writes no weights: they are read from the checkpoint again.
-    pub(super) fn write_prepared(&self, w: &mut dyn Write) -> io::Result<()> {
+    pub(super) fn write_prepared(&self, w: &mut stored::Sink) -> io::Result<()> {
         match &self.packed {
             Packed::F32 => w.write_all(&[0])?,
             Packed::Bf16(p) => {
@@ -310,7 +310,7 @@ impl Linear {
     /// layer; an f32 one comes from `f32` (the checkpoint). Any other size
     /// or tag is an error.
     pub(super) fn read_prepared(
-        r: &mut dyn Read,
+        r: &mut stored::Source,
         (out_dim, in_dim): (usize, usize),
         kernels: Kernels,
         f32: impl FnOnce() -> Result<Linear>,
@@ -557,32 +557,45 @@ mod tests {
         ];
         for (what, l) in kinds {
             let mut bytes = Vec::new();
-            l.write_prepared(&mut bytes).unwrap();
-            let back =
-                Linear::read_prepared(&mut bytes.as_slice(), (out, n), kernels, || Ok(layer()))
-                    .unwrap();
+            l.write_prepared(&mut stored::Sink::new(&mut bytes))
+                .unwrap();
+            let read = |bytes: &[u8], dims| {
+                Linear::read_prepared(&mut stored::Source::copy_of(bytes), dims, kernels, || {
+                    Ok(layer())
+                })
+            };
+            let back = read(&bytes, (out, n)).unwrap();
             assert_eq!(product(&back), product(&l), "{what}");
             assert_eq!(back.smooth, l.smooth, "{what}");
             assert_eq!(back.few_rows_kernel, l.few_rows_kernel, "{what}");
-            let wrong = Linear::read_prepared(&mut bytes.as_slice(), (out, n + 1), kernels, || {
-                Ok(Linear::from_parts(
-                    vec![0.0; out * (n + 1)],
-                    vec![0.0; out],
-                    n + 1,
-                    out,
-                    kernels,
-                ))
-            });
+            let wrong = Linear::read_prepared(
+                &mut stored::Source::copy_of(&bytes),
+                (out, n + 1),
+                kernels,
+                || {
+                    Ok(Linear::from_parts(
+                        vec![0.0; out * (n + 1)],
+                        vec![0.0; out],
+                        n + 1,
+                        out,
+                        kernels,
+                    ))
+                },
+            );
             // (An f32 layer's weights come from the checkpoint, whose shapes are checked.)
             assert!(
                 wrong.is_err() || what == "f32",
                 "{what}: read as another size"
             );
             let cut = &bytes[..bytes.len() - 2];
-            let short = Linear::read_prepared(&mut &cut[..], (out, n), kernels, || Ok(layer()));
-            assert!(short.is_err(), "{what}: truncated");
+            assert!(read(cut, (out, n)).is_err(), "{what}: truncated");
         }
-        let err = Linear::read_prepared(&mut &[7u8][..], (out, n), kernels, || Ok(layer()));
+        let err = Linear::read_prepared(
+            &mut stored::Source::copy_of(&[7u8]),
+            (out, n),
+            kernels,
+            || Ok(layer()),
+        );
         assert!(err.err().unwrap().to_string().contains("tagged 7"));
     }
 }

@@ -515,7 +515,7 @@ impl CpuModel {
 /// layers as written after an earlier load, the LayerNorms (and any f32
 /// residual layer) from the checkpoint.
 fn read_layers(
-    r: &mut dyn std::io::Read,
+    r: &mut stored::Source,
     t: &weights::Tensors,
     names: &Checkpoint,
     cfg: &ModelConfig,

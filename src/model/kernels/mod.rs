@@ -112,24 +112,59 @@ pub use i8::{I8Kernel, PackedI8, QuantRows};
 #[repr(C, align(64))]
 pub(crate) struct A64([u8; 64]);
 
-/// A growable, 64-byte aligned byte buffer.
+/// A growable, 64-byte aligned byte buffer, or a read-only view of 64-byte
+/// aligned bytes in a mapped file (packed weights read from the
+/// prepared-weights cache: used in place, see [`stored::Source`]).
 #[derive(Default, Clone)]
 pub(crate) struct AlignedBytes {
     buf: Vec<A64>,
     len: usize,
+    /// The mapped file and the offset of these bytes in it; `buf` is then empty.
+    mapped: Option<(std::sync::Arc<memmap2::Mmap>, usize)>,
 }
 
 impl fmt::Debug for AlignedBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AlignedBytes")
             .field("len", &self.len)
+            .field("mapped", &self.mapped.is_some())
             .finish()
     }
 }
 
 impl AlignedBytes {
+    /// The `len` bytes at `offset` of `map`, in place.
+    ///
+    /// Panics unless they lie in the map and start 64-byte aligned.
+    pub(crate) fn mapped(map: std::sync::Arc<memmap2::Mmap>, offset: usize, len: usize) -> Self {
+        assert!(offset.checked_add(len).is_some_and(|end| end <= map.len()));
+        assert!((map.as_ptr() as usize + offset).is_multiple_of(64));
+        Self {
+            buf: Vec::new(),
+            len,
+            mapped: Some((map, offset)),
+        }
+    }
+
+    /// Whether the bytes are a view of a mapped file.
+    #[cfg(test)]
+    pub(crate) fn is_mapped(&self) -> bool {
+        self.mapped.is_some()
+    }
+
+    /// Makes a mapped view an owned copy (before any write).
+    fn own(&mut self) {
+        if self.mapped.is_some() {
+            let mut owned = Self::default();
+            owned.resize(self.len);
+            owned.as_mut_slice().copy_from_slice(self.as_slice());
+            *self = owned;
+        }
+    }
+
     /// Resizes to `len` bytes, all set to zero.
     pub(crate) fn reset_zeroed(&mut self, len: usize) {
+        self.mapped = None;
         let units = len.div_ceil(64);
         self.buf.clear();
         self.buf.resize(units, A64([0; 64]));
@@ -138,6 +173,7 @@ impl AlignedBytes {
 
     /// Resizes to `len` bytes; contents unspecified (but initialized).
     pub(crate) fn resize(&mut self, len: usize) {
+        self.own();
         let units = len.div_ceil(64);
         if self.buf.len() < units {
             self.buf.resize(units, A64([0; 64]));
@@ -146,11 +182,20 @@ impl AlignedBytes {
     }
 
     pub(crate) fn as_slice(&self) -> &[u8] {
-        // SAFETY: `A64` is `repr(C)` plain bytes; `len <= 64 * buf.len()`.
-        unsafe { std::slice::from_raw_parts(self.buf.as_ptr() as *const u8, self.len) }
+        match &self.mapped {
+            // SAFETY: `mapped` checked that the bytes lie in the map, which
+            // lives as long as `self` (read-only; the cache replaces entries
+            // by renaming, never in place).
+            Some((map, offset)) => unsafe {
+                std::slice::from_raw_parts(map.as_ptr().add(*offset), self.len)
+            },
+            // SAFETY: `A64` is `repr(C)` plain bytes; `len <= 64 * buf.len()`.
+            None => unsafe { std::slice::from_raw_parts(self.buf.as_ptr() as *const u8, self.len) },
+        }
     }
 
     pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.own();
         // SAFETY: as above, unique borrow.
         unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr() as *mut u8, self.len) }
     }
@@ -158,13 +203,16 @@ impl AlignedBytes {
     /// The bytes as `u32`s (`len` must be a multiple of 4).
     pub(crate) fn as_u32(&self) -> &[u32] {
         debug_assert!(self.len.is_multiple_of(4));
-        // SAFETY: 64-byte alignment covers u32's; `len / 4` whole u32s lie in the buffer.
-        unsafe { std::slice::from_raw_parts(self.buf.as_ptr() as *const u32, self.len / 4) }
+        let bytes = self.as_slice();
+        // SAFETY: both kinds of storage are 64-byte aligned, which covers
+        // u32's; `len / 4` whole u32s lie in them.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const u32, self.len / 4) }
     }
 
     /// The bytes as mutable `u32`s (`len` must be a multiple of 4).
     pub(crate) fn as_u32_mut(&mut self) -> &mut [u32] {
         debug_assert!(self.len.is_multiple_of(4));
+        self.own();
         // SAFETY: as above, unique borrow.
         unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr() as *mut u32, self.len / 4) }
     }

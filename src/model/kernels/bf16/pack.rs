@@ -96,7 +96,10 @@ impl PackedBf16 {
     }
 
     /// Writes the packed layer for the prepared-weights cache.
-    pub(crate) fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    pub(crate) fn write_to(
+        &self,
+        w: &mut crate::model::kernels::stored::Sink,
+    ) -> std::io::Result<()> {
         use crate::model::kernels::stored::*;
         write_len(w, self.out_dim)?;
         write_len(w, self.in_dim)?;
@@ -106,7 +109,7 @@ impl PackedBf16 {
     /// Reads what [`PackedBf16::write_to`] wrote for an `out_dim × in_dim`
     /// layer; any other size is an error.
     pub(crate) fn read_from(
-        r: &mut dyn std::io::Read,
+        r: &mut crate::model::kernels::stored::Source,
         out_dim: usize,
         in_dim: usize,
     ) -> std::io::Result<Self> {
