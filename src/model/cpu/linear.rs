@@ -219,22 +219,9 @@ impl Linear {
                 return bf16::matmul(kernel, dst, dst_rs, x, x_rs, rows, w, accumulate);
             }
             Packed::Int8(w) => {
-                // The quantized rows reuse one buffer per thread instead of a
-                // fresh (up to tokens × 4096 bytes) allocation per layer. Taken
-                // out, not borrowed, so a nested call on this thread (rayon
-                // work-stealing) gets its own.
-                let mut q = QUANT_ROWS.take();
-                match &self.smooth {
-                    Some(col) => {
-                        int8::quantize_rows_scaled(self.kernels.i8, x, x_rs, rows, col, &mut q)
-                    }
-                    None => {
-                        int8::quantize_rows(self.kernels.i8, x, x_rs, rows, self.in_dim, &mut q)
-                    }
-                }
-                int8::matmul(self.kernels.i8, dst, dst_rs, &q, w, rows, accumulate);
-                QUANT_ROWS.set(q);
-                return;
+                return self.with_quantized(x, x_rs, rows, |q| {
+                    int8::matmul(self.kernels.i8, dst, dst_rs, q, w, rows, accumulate)
+                });
             }
         }
         let w = self.weight.as_slice();
@@ -269,6 +256,53 @@ impl Linear {
                 false,
                 parallelism(rows * self.out_dim * self.in_dim),
             )
+        }
+    }
+
+    /// Runs `f` on `rows` rows of `x` quantized for this int8 layer (smoothed
+    /// if it is). The quantized rows reuse one buffer per thread instead of a
+    /// fresh (up to tokens × 4096 bytes) allocation per layer. Taken out, not
+    /// borrowed, so a nested call on this thread (rayon work-stealing) gets
+    /// its own.
+    fn with_quantized(&self, x: &[f32], x_rs: usize, rows: usize, f: impl FnOnce(&QuantRows)) {
+        let mut q = QUANT_ROWS.take();
+        match &self.smooth {
+            Some(col) => int8::quantize_rows_scaled(self.kernels.i8, x, x_rs, rows, col, &mut q),
+            None => int8::quantize_rows(self.kernels.i8, x, x_rs, rows, self.in_dim, &mut q),
+        }
+        f(&q);
+        QUANT_ROWS.set(q);
+    }
+
+    /// `dst = GELU(x · Wᵀ + b)` for `rows` rows (the FFN's first layer). The
+    /// int8 and bf16 kernels add the bias and apply GELU to each part of the
+    /// product as soon as its task has made it, while it is in that core's
+    /// cache ([`kernels::RowPost`]); f32 in a pass after `gemm`. The same bits
+    /// as [`Linear::matmul`] followed by [`kernels::bias_gelu`] on every row.
+    pub(super) fn matmul_bias_gelu(
+        &self,
+        dst: &mut [f32],
+        dst_rs: usize,
+        x: &[f32],
+        x_rs: usize,
+        rows: usize,
+    ) {
+        let (bias, out) = (self.bias.as_slice(), self.out_dim);
+        let post = |seg: &mut [f32], c0: usize| kernels::bias_gelu(seg, &bias[c0..c0 + seg.len()]);
+        match &self.packed {
+            Packed::Bf16(w) if rows > 0 => {
+                let kernel = self.kernels.bf16;
+                bf16::matmul_then(kernel, dst, dst_rs, x, x_rs, rows, w, false, &post)
+            }
+            Packed::Int8(w) if rows > 0 => self.with_quantized(x, x_rs, rows, |q| {
+                int8::matmul_then(self.kernels.i8, dst, dst_rs, q, w, rows, false, Some(&post))
+            }),
+            _ => {
+                self.matmul(dst, dst_rs, x, x_rs, rows, false);
+                dst.par_chunks_mut(dst_rs)
+                    .take(rows)
+                    .for_each(|row| kernels::bias_gelu(&mut row[..out], bias));
+            }
         }
     }
 
@@ -464,6 +498,48 @@ mod tests {
         let s = smoothing_factors(&x, &[1.0; 7]);
         assert_eq!(s, vec![1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 16.0]);
         assert_eq!(smoothing_factors(&[0.0; 3], &[0.0; 3]), vec![1.0; 3]);
+    }
+
+    /// GELU fused into the product gives the bits of the product followed by
+    /// the GELU pass, for every kernel this CPU has, in parallel tasks and
+    /// on rows and columns that fill no tile.
+    #[test]
+    fn gelu_applied_as_tasks_finish_equals_a_pass_afterwards() {
+        let base = Kernels::get().unwrap();
+        let mut rng = Rng(11);
+        for (rows, n, out) in [(1, 64, 40), (37, 96, 100), (300, 256, 520)] {
+            let w = rng
+                .gauss_vec(out * n)
+                .iter()
+                .map(|v| v * 0.1)
+                .collect::<Vec<_>>();
+            let bias = rng.gauss_vec(out);
+            let x = rng.gauss_vec(rows * n);
+            let mut kinds = vec![("f32".to_string(), Dtype::F32, base)];
+            for &k in int8::I8Kernel::ALL.iter().filter(|k| k.is_available()) {
+                let kernels = Kernels { i8: k, ..base };
+                kinds.push((format!("int8 {k:?}"), Dtype::Int8, kernels));
+            }
+            for k in bf16::Bf16Kernel::ALL
+                .into_iter()
+                .filter(|k| k.is_available())
+            {
+                let kernels = Kernels { bf16: k, ..base };
+                kinds.push((format!("bf16 {k:?}"), Dtype::Bf16, kernels));
+            }
+            for (what, dtype, kernels) in kinds {
+                let l = Linear::from_parts(w.clone(), bias.clone(), n, out, kernels).pack(dtype);
+                let mut fused = vec![f32::NAN; rows * out];
+                l.matmul_bias_gelu(&mut fused, out, &x, n, rows);
+                let mut apart = vec![0f32; rows * out];
+                l.matmul(&mut apart, out, &x, n, rows, false);
+                apart
+                    .chunks_mut(out)
+                    .for_each(|row| kernels::bias_gelu(row, &bias));
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&fused), bits(&apart), "{what}, {rows} x {n} -> {out}");
+            }
+        }
     }
 
     /// Smoothing is exact algebra plus better rounding: on activations with an

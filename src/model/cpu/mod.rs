@@ -668,13 +668,20 @@ fn layer_pass(
     layer
         .attention_norm
         .apply(&mut mid[..rows * h], h, dims.eps);
-    // ffn = GELU(mid · Wiᵀ + bi): the bias is added by the GELU pass.
-    let rec = stats.as_deref_mut().map(|s| &mut s.intermediate);
-    product(&layer.intermediate, ffn, inter, mid, h, rows, false, rec);
-    let bias = layer.intermediate.bias.as_slice();
-    ffn[..rows * inter]
-        .par_chunks_mut(inter)
-        .for_each(|row| kernels::bias_gelu(row, bias));
+    // ffn = GELU(mid · Wiᵀ + bi): the bias is added with GELU.
+    match stats.as_deref_mut() {
+        Some(s) => {
+            let rec = Some(&mut s.intermediate);
+            product(&layer.intermediate, ffn, inter, mid, h, rows, false, rec);
+            let bias = layer.intermediate.bias.as_slice();
+            ffn[..rows * inter]
+                .par_chunks_mut(inter)
+                .for_each(|row| kernels::bias_gelu(row, bias));
+        }
+        None => layer
+            .intermediate
+            .matmul_bias_gelu(ffn, inter, mid, h, rows),
+    }
     // x = LayerNorm(mid + bo + ffn · Wo2ᵀ)
     let bias = layer.output.bias.as_slice();
     x[..rows * h]

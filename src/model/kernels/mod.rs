@@ -218,6 +218,31 @@ impl AlignedBytes {
     }
 }
 
+/// What a product does to each part of its output as soon as a parallel task
+/// has finished it, while it is still in that core's cache: `post(segment,
+/// first column)` on every row segment `dst[r][c0..c1]` of the task. For
+/// GELU after the FFN's first layer: a separate pass would read and write the
+/// whole (tokens × 4096) output from memory once more.
+pub type RowPost<'a> = &'a (dyn Fn(&mut [f32], usize) + Sync);
+
+/// Runs `post` on rows `r0..r1` × columns `c0..c1` of `dst` (row stride `dst_rs`).
+///
+/// # Safety
+/// Those elements lie in `dst`'s buffer, and no other thread reads or writes them now.
+pub(crate) unsafe fn post_block(
+    post: RowPost,
+    dst: SharedMut,
+    dst_rs: usize,
+    (r0, r1): (usize, usize),
+    (c0, c1): (usize, usize),
+) {
+    for r in r0..r1 {
+        // SAFETY: as this function's contract.
+        let seg = unsafe { std::slice::from_raw_parts_mut(dst.0.add(r * dst_rs + c0), c1 - c0) };
+        post(seg, c0);
+    }
+}
+
 /// A raw pointer that parallel tasks writing disjoint parts of one buffer
 /// may share.
 #[derive(Clone, Copy)]

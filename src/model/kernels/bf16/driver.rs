@@ -9,7 +9,7 @@ use super::amx;
 use super::avx512;
 use super::pack::pack_activations;
 use super::{portable, Bf16Kernel, Ctx, PackedBf16};
-use crate::model::kernels::{AlignedBytes, SharedMut};
+use crate::model::kernels::{post_block, AlignedBytes, RowPost, SharedMut};
 
 /// Rows of the packed activation buffer are padded to a multiple of 32.
 const ROW_ALIGN: usize = 32;
@@ -38,7 +38,37 @@ pub fn matmul(
     w: &PackedBf16,
     accumulate: bool,
 ) {
-    run(kernel, dst, dst_rs, x, x_rs, rows, w, accumulate, true);
+    run(
+        kernel, dst, dst_rs, x, x_rs, rows, w, accumulate, true, None,
+    );
+}
+
+/// [`matmul`], then `post` on each part of `dst` as its task finishes it (see
+/// [`RowPost`]); the same results as running `post` over `dst` afterwards.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_then(
+    kernel: Bf16Kernel,
+    dst: &mut [f32],
+    dst_rs: usize,
+    x: &[f32],
+    x_rs: usize,
+    rows: usize,
+    w: &PackedBf16,
+    accumulate: bool,
+    post: RowPost,
+) {
+    run(
+        kernel,
+        dst,
+        dst_rs,
+        x,
+        x_rs,
+        rows,
+        w,
+        accumulate,
+        true,
+        Some(post),
+    );
 }
 
 /// [`matmul`] on the calling thread only: for products inside a loop that is
@@ -54,7 +84,9 @@ pub fn matmul_one_thread(
     w: &PackedBf16,
     accumulate: bool,
 ) {
-    run(kernel, dst, dst_rs, x, x_rs, rows, w, accumulate, false);
+    run(
+        kernel, dst, dst_rs, x, x_rs, rows, w, accumulate, false, None,
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -68,6 +100,7 @@ fn run(
     w: &PackedBf16,
     accumulate: bool,
     may_parallel: bool,
+    post: Option<RowPost>,
 ) {
     assert!(
         kernel.is_available(),
@@ -140,6 +173,12 @@ fn run(
         let r1 = (r0 + mb).min(rows_pad);
         let c1 = (c0 + nb).min(ncols_pad);
         ctx.run_tile(r0, r1, c0, c1);
+        // Padded rows and columns are not in `dst`.
+        let (r1, c1) = (r1.min(rows), c1.min(out_dim));
+        if let (Some(post), true) = (post, r0 < r1 && c0 < c1) {
+            // SAFETY: the tile's own part of `dst`, inside it (asserted above).
+            unsafe { post_block(post, ctx.dst, dst_rs, (r0, r1), (c0, c1)) };
+        }
     };
     if parallel && n_rb * n_cb > 1 {
         (0..n_rb * n_cb).into_par_iter().for_each(tile);

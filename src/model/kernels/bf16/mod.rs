@@ -34,7 +34,7 @@ mod portable;
 #[cfg(test)]
 mod tests;
 
-pub use driver::{matmul, matmul_one_thread};
+pub use driver::{matmul, matmul_one_thread, matmul_then};
 pub use pack::PackedBf16;
 
 /// Rounds an f32 to bf16 (round to nearest even; NaN stays NaN, quieted) and

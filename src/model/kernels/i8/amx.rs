@@ -6,7 +6,7 @@ use std::arch::asm;
 
 use super::super::amx::load_config;
 use super::{avx512, PackedI8, QuantRows, Tile, AMX_KG};
-use crate::model::kernels::SharedMut;
+use crate::model::kernels::{post_block, RowPost, SharedMut};
 
 /// The AMX path of [`matmul`](super::matmul): (row block × column block) tasks over the
 /// rows layout.
@@ -27,6 +27,7 @@ pub(super) unsafe fn matmul(
     rows: usize,
     accumulate: bool,
     parallel: bool,
+    post: Option<RowPost>,
 ) {
     let n = w.out_dim;
     let threads = rayon::current_num_threads();
@@ -57,6 +58,10 @@ pub(super) unsafe fn matmul(
         let c1 = (c0 + nb).min(n);
         // SAFETY: as for this function; tasks write disjoint tiles.
         unsafe { block(dptr, dst_rs, x, w, r0, r1, c0, c1, accumulate) };
+        if let Some(post) = post {
+            // SAFETY: the task's own tile, inside `dst` (checked by the caller).
+            unsafe { post_block(post, dptr, dst_rs, (r0, r1), (c0, c1)) };
+        }
     };
     if parallel && tasks > 1 {
         (0..tasks).into_par_iter().for_each(task);

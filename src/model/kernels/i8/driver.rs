@@ -7,7 +7,7 @@ use super::quantize::Layout;
 #[cfg(target_arch = "x86_64")]
 use super::{amx, avx512};
 use super::{portable, I8Kernel, PackedI8, QuantRows, Tile, AMX_KG, MR, NB};
-use crate::model::kernels::SharedMut;
+use crate::model::kernels::{post_block, RowPost, SharedMut};
 
 /// Rows per parallel task (multiple of `MR`; halved while there are too few tasks).
 const MC: usize = 256;
@@ -39,6 +39,22 @@ pub fn matmul(
     rows: usize,
     accumulate: bool,
 ) {
+    matmul_then(kernel, dst, dst_rs, x, w, rows, accumulate, None);
+}
+
+/// [`matmul`], then `post` on each part of `dst` as its task finishes it (see
+/// [`RowPost`]); the same results as running `post` over `dst` afterwards.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_then(
+    kernel: I8Kernel,
+    dst: &mut [f32],
+    dst_rs: usize,
+    x: &QuantRows,
+    w: &PackedI8,
+    rows: usize,
+    accumulate: bool,
+    post: Option<RowPost>,
+) {
     assert!(
         kernel.is_available(),
         "i8::matmul: {kernel:?} not available"
@@ -60,7 +76,7 @@ pub fn matmul(
     let layout = Layout::for_kernel(kernel);
     if x.layout != layout {
         let x = x.relayout(layout);
-        return matmul(kernel, dst, dst_rs, &x, w, rows, accumulate);
+        return matmul_then(kernel, dst, dst_rs, &x, w, rows, accumulate, post);
     }
     // Internal layout invariants (guarantee the raw-pointer accesses below stay in bounds).
     assert_eq!(x.groups, w.groups);
@@ -78,7 +94,7 @@ pub fn matmul(
     #[cfg(target_arch = "x86_64")]
     if kernel == I8Kernel::Amx {
         // SAFETY: shapes and layouts validated above, AMX availability asserted.
-        unsafe { amx::matmul(dst, dst_rs, x, w, rows, accumulate, parallel) };
+        unsafe { amx::matmul(dst, dst_rs, x, w, rows, accumulate, parallel, post) };
         return;
     }
     // Task size: MC × NC by default (weight panel reused across MC rows from L1/L2); shrink
@@ -108,6 +124,10 @@ pub fn matmul(
         let c1 = (c0 + nc).min(n);
         // SAFETY: bounds asserted above; tiles are disjoint between tasks.
         unsafe { run_block(dptr, dst_rs, x, w, r0, r1, c0, c1, accumulate, kernel) };
+        if let Some(post) = post {
+            // SAFETY: the task's own tile, inside `dst` (asserted above).
+            unsafe { post_block(post, dptr, dst_rs, (r0, r1), (c0, c1)) };
+        }
     };
     if parallel && tasks > 1 {
         (0..tasks).into_par_iter().for_each(task);

@@ -48,7 +48,7 @@ mod quantize;
 #[cfg(test)]
 mod tests;
 
-pub use driver::matmul;
+pub use driver::{matmul, matmul_then};
 pub use pack::PackedI8;
 pub use quantize::{quantize_rows, quantize_rows_scaled, QuantRows};
 
