@@ -8,7 +8,8 @@
 #   cargo build --release
 #   target/release/rerank bench --synthetic --save /work/m3
 #   python3 -m venv /work/venv && /work/venv/bin/pip install -r bench/requirements-onnx.txt
-#   python3 -m venv /work/venv-ov && /work/venv-ov/bin/pip install -r bench/requirements.txt -r bench/requirements-openvino.txt
+#   python3 -m venv /work/venv-ov && /work/venv-ov/bin/pip install -r bench/requirements.txt \
+#     && /work/venv-ov/bin/pip install -r bench/requirements-openvino.txt   # (in turn: it pins an older transformers)
 #   bash bench/cpu-noamx.sh bench/results/$(date -u +%F)-cpu-noamx
 #
 # Ours: the whole `rerank score` process (load, calibration, tokenization, scoring), timed
