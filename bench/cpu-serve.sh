@@ -20,7 +20,8 @@ port=${PORT:-8093}
 url=http://127.0.0.1:$port
 mkdir -p "$out"
 for dt in ${DTYPES:-f32 int8}; do
-    $R serve --model $M --dtype $dt --threads $T --port $port > "$out/serve-$dt.log" 2>&1 &
+    # The score cache off: loadgen repeats its texts, and cached pairs skip the model.
+    $R serve --model $M --dtype $dt --threads $T --port $port --cache-size 0 > "$out/serve-$dt.log" 2>&1 &
     pid=$!
     for _ in $(seq 300); do curl -sf $url/health > /dev/null && break; sleep 0.2; done
     $L --url $url --duration 15 --warmup 2 --concurrency 1,4,16 --docs 1 --words 20,40 2>&1 | tee "$out/load-$dt-docs1.txt"
