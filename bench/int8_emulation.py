@@ -142,6 +142,16 @@ def apply(scheme):
                 xs = x / s if s is not None else x
                 sc = xs.abs().amax(-1, keepdim=True) / 32767; sc[sc == 0] = 1
                 return torch.nn.functional.linear(torch.round(xs / sc) * sc, wq, m.bias)
+        elif mode.startswith("i16"):  # vpdpwssd: symmetric integers whose i32 sums cannot overflow
+            k = w.shape[1]
+            qa = scheme.get("qa", 1023)
+            qw = min(32767, (2**31 - 1) // (k * qa)) if mode == "i16" else int(mode[4:])
+            sw = w.abs().amax(dim=1, keepdim=True) / qw; sw[sw == 0] = 1
+            wq = torch.round(w / sw).clamp(-qw, qw) * sw
+            def f(x, wq=wq, m=m, s=s, qa=qa):
+                xs = x / s if s is not None else x
+                sc = xs.abs().amax(-1, keepdim=True) / qa; sc[sc == 0] = 1
+                return torch.nn.functional.linear(torch.round(xs / sc) * sc, wq, m.bias)
         else:
             wq = quant_w(w, scheme.get("wgroup_" + cls))
             def f(x, wq=wq, m=m, s=s, group=group):
@@ -189,6 +199,15 @@ STUDIES = {
         ("all four int8, ao,out w+a group 64", G(64, "ao", "out")),
         ("all four int8, w+a group 64 everywhere", G(64, "ao", "out", "qkv", "in")),
         ("ao,out bf16, qkv,in w+a group 64", {"ao": "bf16", "out": "bf16", **G(64, "qkv", "in")}),
+    ],
+    "i16": [
+        ("ao,out bf16 (the AMX plan)", {"ao": "bf16", "out": "bf16"}),
+        ("ao,out f32 (the plan without AMX or BF16)", {"ao": "f32", "out": "f32"}),
+        *[(f"ao,out i16, activations +-{qa}, weights to fit k", {"ao": "i16", "out": "i16", "qa": qa})
+          for qa in (511, 1023, 2047, 4095)],
+        ("ao,out i16, 12-bit both (needs an f32 flush per 512 k)", {"ao": "i16_2047", "out": "i16_2047", "qa": 2047}),
+        ("qkv,in f32 | ao,out bf16: their own error", {**F, "ao": "bf16", "out": "bf16"}),
+        ("qkv,in f32 | ao,out i16 +-1023: their own error", {**F, "ao": "i16", "out": "i16", "qa": 1023}),
     ],
 }
 study = os.environ.get("EMU_STUDY", "smoothing")

@@ -9,7 +9,7 @@ use super::attention::attention;
 use super::linear::Linear;
 use crate::backend::PackedBatch;
 use crate::model::kernels::peak::PeakLoop;
-use crate::model::kernels::{Bf16Kernel, I8Kernel, Kernels};
+use crate::model::kernels::{Bf16Kernel, I16Kernel, I8Kernel, Kernels};
 use crate::model::Dtype;
 
 /// A linear layer's shape and deterministic operands of the size real
@@ -49,6 +49,15 @@ impl Operands {
         Linear::from_parts(self.weight.clone(), bias, i, o, kernels).pack(dtype)
     }
 
+    /// The layer in int16 ([`crate::model::kernels::i16`]), as an int8
+    /// model's residual layers run it.
+    pub(super) fn layer_int16(&self, kernels: Kernels) -> Linear {
+        let bias = vec![0.0; self.out_dim];
+        let (i, o) = (self.in_dim, self.out_dim);
+        let layer = Linear::from_parts(self.weight.clone(), bias, i, o, kernels);
+        layer.pack_int16().gemm_at_any_rows()
+    }
+
     /// GFLOP/s (2 per multiply-add) of one run of `layer` on these rows,
     /// into `dst` (rows × out, allocated once: fresh pages would be timed).
     pub(super) fn gflops_once(&self, layer: &Linear, dst: &mut [f32]) -> f64 {
@@ -83,7 +92,7 @@ pub struct KernelSpeed {
     pub kernel: String,
     /// The layer: rows × in → out.
     pub shape: (usize, usize, usize),
-    /// GFLOP/s, f32-equivalent (2 per multiply-add; int8 includes
+    /// GFLOP/s, f32-equivalent (2 per multiply-add; int8 and int16 include
     /// quantizing the activations, as the model runs it): the median of
     /// five runs.
     pub gflops: f64,
@@ -95,27 +104,39 @@ pub struct KernelSpeed {
 }
 
 /// Every bf16 and int8 kernel at or below `kernels`' choice (so the
-/// `RERANK_*_KERNEL` caps hold), the portable ones left out, and f32, on
+/// `RERANK_*_KERNEL` caps hold), the portable ones left out, int16 where the
+/// int8 kernel is VNNI or AMX, and f32, on
 /// bge-reranker-v2-m3's FFN shapes (1024 → 4096 and 4096 → 1024) with
 /// `rows` rows, each beside its instruction's peak loop among `loops`
 /// ([`peak::loops`]).
 pub fn kernel_speeds(kernels: Kernels, rows: usize, loops: &[PeakLoop]) -> Vec<KernelSpeed> {
     let loop_of = |bounds: &str| loops.iter().find(|p| p.bounds.starts_with(bounds));
-    let mut variants: Vec<(String, Kernels, Dtype, Option<&PeakLoop>)> =
-        vec![("f32 gemm".into(), kernels, Dtype::F32, loop_of("f32"))];
+    // `None`: int16 (an int8 model's residual layers where that is fastest).
+    let mut variants: Vec<(String, Kernels, Option<Dtype>, Option<&PeakLoop>)> =
+        vec![("f32 gemm".into(), kernels, Some(Dtype::F32), loop_of("f32"))];
     for b in from(&Bf16Kernel::ALL, kernels.bf16) {
         if b != Bf16Kernel::Portable && b.is_available() {
             let name = format!("bf16 {}", b.name());
             let peak = loop_of(&name).or_else(|| loop_of("f32"));
-            variants.push((name, Kernels { bf16: b, ..kernels }, Dtype::Bf16, peak));
+            variants.push((
+                name,
+                Kernels { bf16: b, ..kernels },
+                Some(Dtype::Bf16),
+                peak,
+            ));
         }
     }
     for k in from(I8Kernel::ALL, kernels.i8) {
         if k != I8Kernel::Scalar && k.is_available() {
             let name = format!("int8 {}", k.name());
             let peak = loop_of(&name).or_else(|| loop_of("f32"));
-            variants.push((name, Kernels { i8: k, ..kernels }, Dtype::Int8, peak));
+            variants.push((name, Kernels { i8: k, ..kernels }, Some(Dtype::Int8), peak));
         }
+    }
+    if I16Kernel::with(kernels.i8) != I16Kernel::Portable {
+        let name = "int16 vnni".to_string();
+        let peak = loop_of(&name);
+        variants.push((name, kernels, None, peak));
     }
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -125,7 +146,10 @@ pub fn kernel_speeds(kernels: Kernels, rows: usize, loops: &[PeakLoop]) -> Vec<K
     for (i, o) in [(1024, 4096), (4096, 1024)] {
         let ops = Operands::new(rows, i, o);
         for (name, k, d, peak) in &variants {
-            let layer = ops.layer(*k, *d);
+            let layer = match d {
+                Some(d) => ops.layer(*k, *d),
+                None => ops.layer_int16(*k),
+            };
             let mut dst = vec![0f32; rows * o];
             ops.gflops_once(&layer, &mut dst);
             let (mut speed, mut share) = (Vec::new(), Vec::new());

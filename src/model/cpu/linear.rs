@@ -9,8 +9,8 @@ use rayon::prelude::*;
 use super::weights::{Buf, Tensors};
 use crate::error::Result;
 use crate::model::checkpoint::{LinearNames, NormNames};
-use crate::model::kernels::{self, bf16, i8 as int8, small_f32, stored, Kernels};
-use crate::model::kernels::{PackedBf16, PackedI8, QuantRows};
+use crate::model::kernels::{self, bf16, i16 as int16, i8 as int8, small_f32, stored, Kernels};
+use crate::model::kernels::{I16Kernel, PackedBf16, PackedI16, PackedI8, QuantRows, QuantRows16};
 use crate::model::Dtype;
 
 /// `y = x Wᵀ + b` with `W` stored (out × in) as in the checkpoint.
@@ -36,6 +36,7 @@ enum Packed {
     F32,
     Bf16(PackedBf16),
     Int8(PackedI8),
+    Int16(PackedI16),
 }
 
 impl Linear {
@@ -101,6 +102,15 @@ impl Linear {
             Dtype::Bf16 => Packed::Bf16(PackedBf16::pack(w, self.out_dim, self.in_dim)),
             Dtype::Int8 => Packed::Int8(PackedI8::quantize(w, self.out_dim, self.in_dim)),
         };
+        self.weight.release();
+        self
+    }
+
+    /// Quantizes the weights to 16-bit integers ([`int16`]) and releases the
+    /// f32 ones: an int8 model's residual layers where that measures fastest.
+    pub(super) fn pack_int16(mut self) -> Self {
+        let w = self.weight.as_slice();
+        self.packed = Packed::Int16(PackedI16::quantize(w, self.out_dim, self.in_dim));
         self.weight.release();
         self
     }
@@ -223,6 +233,15 @@ impl Linear {
                     int8::matmul(self.kernels.i8, dst, dst_rs, q, w, rows, accumulate)
                 });
             }
+            Packed::Int16(w) => {
+                // One buffer per thread, taken out as for int8 (`with_quantized`).
+                let mut q = QUANT_ROWS16.take();
+                int16::quantize_rows(x, x_rs, rows, self.in_dim, &mut q);
+                let kernel = I16Kernel::with(self.kernels.i8);
+                int16::matmul(kernel, dst, dst_rs, &q, w, rows, accumulate);
+                QUANT_ROWS16.set(q);
+                return;
+            }
         }
         let w = self.weight.as_slice();
         if self.few_rows_kernel
@@ -328,6 +347,10 @@ impl Linear {
                 w.write_all(&[2])?;
                 p.write_to(w)?;
             }
+            Packed::Int16(p) => {
+                w.write_all(&[3])?;
+                p.write_to(w)?;
+            }
         }
         stored::write_words(w, self.bias.as_slice())?;
         match &self.smooth {
@@ -356,11 +379,11 @@ impl Linear {
         };
         let mut layer = match byte(r)? {
             0 => f32().map_err(|e| io::Error::other(e.to_string()))?,
-            tag @ (1 | 2) => {
-                let packed = if tag == 1 {
-                    Packed::Bf16(PackedBf16::read_from(r, out_dim, in_dim)?)
-                } else {
-                    Packed::Int8(PackedI8::read_from(r, out_dim, in_dim)?)
+            tag @ (1..=3) => {
+                let packed = match tag {
+                    1 => Packed::Bf16(PackedBf16::read_from(r, out_dim, in_dim)?),
+                    2 => Packed::Int8(PackedI8::read_from(r, out_dim, in_dim)?),
+                    _ => Packed::Int16(PackedI16::read_from(r, out_dim, in_dim)?),
                 };
                 let mut layer = Self::f32(
                     Buf::Owned(Vec::new()),
@@ -444,6 +467,8 @@ fn smoothing_factors(x_max: &[f32], w_max: &[f32]) -> Vec<f32> {
 thread_local! {
     /// Activation buffer of the int8 layers, see [`Linear::matmul`].
     static QUANT_ROWS: std::cell::Cell<QuantRows> = std::cell::Cell::new(QuantRows::default());
+    /// Activation buffer of the int16 layers.
+    static QUANT_ROWS16: std::cell::Cell<QuantRows16> = std::cell::Cell::new(QuantRows16::default());
 }
 
 fn parallelism(work: usize) -> Parallelism {

@@ -210,8 +210,8 @@ impl CpuModel {
         let residual_dtype = match (dtype, residual_plan) {
             (Dtype::Int8, Some(p)) => p.precision,
             // Without a plan int8 keeps them in f32, which every CPU runs.
-            (Dtype::Int8, None) => Dtype::F32,
-            (other, _) => other,
+            (Dtype::Int8, None) => plan::Residual::F32,
+            (other, _) => plan::Residual::of(other),
         };
         let residual_plan = residual_plan.filter(|_| dtype == Dtype::Int8);
         // int8 layers are built in f32 and quantized after a calibration pass
@@ -315,7 +315,7 @@ impl CpuModel {
     /// (BENCHMARKS.md "BERT on real weights"). The factors are powers of two
     /// from seeded inputs: a model quantizes to the same weights in every
     /// process, and the scaling itself rounds nothing.
-    fn quantize_calibrated(&mut self, cfg: &ModelConfig, residual_dtype: Dtype) {
+    fn quantize_calibrated(&mut self, cfg: &ModelConfig, residual_dtype: plan::Residual) {
         let batch = calibration_batch(cfg);
         // The pass is the f32 model whose products the int8 layers must
         // reproduce, attention included.
@@ -363,11 +363,15 @@ impl CpuModel {
             let qkv = best(fused, &stats.qkv);
             let intermediate = best(intermediate, &stats.intermediate);
             let (attention_output, output) = match residual_dtype {
-                Dtype::Int8 => (
+                plan::Residual::Int8 => (
                     best(attention_output, &stats.attention_output),
                     best(output, &stats.output),
                 ),
-                other => (attention_output.pack(other), output.pack(other)),
+                plan::Residual::Int16 => (attention_output.pack_int16(), output.pack_int16()),
+                plan::Residual::Bf16 => {
+                    (attention_output.pack(Dtype::Bf16), output.pack(Dtype::Bf16))
+                }
+                plan::Residual::F32 => (attention_output, output),
             };
             quantize_time += started.elapsed();
             tracing::debug!(

@@ -5,45 +5,81 @@
 //! Q/K/V and the FFN input layer always run int8. The two layers that write
 //! into the residual stream (attention output, FFN output) lose the most
 //! accuracy in int8 (see [`super::CpuModel::load`]), so by default they run
-//! bf16 or f32, whichever is faster here:
+//! bf16, int16 or f32, whichever is fastest here:
 //! - AMX: bf16 (`TDPBF16PS` is several times f32's rate; measured on Sapphire Rapids);
-//! - AVX512-BF16 without AMX: **measured at load**. `VDPBF16PS` retires at
-//!   f32-FMA rate on AMD Zen 4/5 (bf16 ≈ 1.7–1.8× f32 there) but at half that
-//!   rate on Intel (bf16 slower than f32), and no CPUID bit says which;
-//!   a rule by vendor and family would go stale with the next CPU, a
-//!   measurement does not. It times the model's own bf16 and f32 paths on
-//!   the FFN-output shape (~2 GFLOP each, ~50 ms in all, once per process)
-//!   and takes bf16 only when it is at least [`BF16_MARGIN`] times faster;
-//! - anything else (AVX2, portable bf16 kernels): f32, always faster.
+//! - otherwise, where the CPU has AVX512-BF16 or AVX-512 VNNI: **measured at
+//!   load**. `VDPBF16PS` retires at f32-FMA rate on AMD Zen 4/5 (bf16 ≈
+//!   1.7–1.8× f32 there) but at half that rate on Intel (bf16 slower than
+//!   f32), and no CPUID bit says which; a rule by vendor and family would go
+//!   stale with the next CPU, a measurement does not. VNNI's `vpdpwssd`
+//!   (int16, [`crate::model::kernels::i16`]) does twice an FMA's work per
+//!   instruction on Intel (Ice Lake and Cascade Lake have it but no
+//!   AVX512-BF16). It times the model's own int16, bf16 and f32 paths on the
+//!   FFN-output shape (~2 GFLOP each, ~50–80 ms in all, once per process) and
+//!   takes the fastest that is at least [`BF16_MARGIN`] times f32's speed;
+//! - anything else (AVX2, portable kernels): f32, always faster.
 //!
-//! `RERANK_I8_RESIDUAL` forces a choice (`int8`, `bf16`, `f32`; `auto` or
-//! unset: as above). `int8` quantizes all four classes: the fastest, and
-//! outside the random-weight gate (see README "Dtypes"), hence never chosen
-//! by itself.
+//! `RERANK_I8_RESIDUAL` forces a choice (`int8`, `int16`, `bf16`, `f32`;
+//! `auto` or unset: as above). `int8` quantizes all four classes: the
+//! fastest, and outside the random-weight gate (see README "Dtypes"), hence
+//! never chosen by itself.
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use super::ceiling::Operands;
-use crate::model::kernels::{Bf16Kernel, Kernels};
+use crate::model::kernels::{Bf16Kernel, I16Kernel, Kernels};
 use crate::model::Dtype;
 
-/// How much faster than f32 the measured bf16 product must be to be chosen.
+/// How much faster than f32 a measured bf16 or int16 product must be to be chosen.
 pub(crate) const BF16_MARGIN: f64 = 1.25;
+
+/// The precision of an int8 model's attention-output and FFN-output layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Residual {
+    /// int8 like the other two classes (outside the gates; only when forced).
+    Int8,
+    /// 16-bit integers, `vpdpwssd` ([`crate::model::kernels::i16`]).
+    Int16,
+    Bf16,
+    F32,
+}
+
+impl Residual {
+    /// What a bf16 or f32 model's residual layers are (their dtype's).
+    pub fn of(dtype: Dtype) -> Residual {
+        match dtype {
+            Dtype::Int8 => Residual::Int8,
+            Dtype::Bf16 => Residual::Bf16,
+            Dtype::F32 | Dtype::F16 => Residual::F32,
+        }
+    }
+}
+
+/// `int8`, `int16`, `bf16`, `f32` (the switch's words; also in cache keys).
+impl fmt::Display for Residual {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Residual::Int8 => "int8",
+            Residual::Int16 => "int16",
+            Residual::Bf16 => "bf16",
+            Residual::F32 => "f32",
+        })
+    }
+}
 
 /// The env switch that forces [`ResidualPlan::precision`].
 pub const RESIDUAL_SWITCH: (&str, &str, &str) = (
     "RERANK_I8_RESIDUAL",
-    "auto, int8, bf16, f32",
+    "auto, int8, int16, bf16, f32",
     "int8 models: the precision of the attention-output and FFN-output layers; \
-     auto (or unset): bf16 or f32, whichever measures faster on this CPU",
+     auto (or unset): bf16 on AMX, else int16, bf16 or f32, whichever measures fastest on this CPU",
 );
 
 /// How an int8 model runs its attention-output and FFN-output layers, and why.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ResidualPlan {
-    /// [`Dtype::Int8`], [`Dtype::Bf16`] or [`Dtype::F32`].
-    pub precision: Dtype,
+    pub precision: Residual,
     /// Why this precision.
     pub reason: Reason,
 }
@@ -57,8 +93,17 @@ pub enum Reason {
     Amx,
     /// Timed at load: GFLOP/s of the bf16 and the f32 path on the FFN-output shape.
     Measured { bf16: f64, f32: f64 },
+    /// Timed at load (the residual layers): GFLOP/s of each path this CPU
+    /// has a fast kernel for, on the FFN-output shape.
+    Timed {
+        int16: Option<f64>,
+        bf16: Option<f64>,
+        f32: f64,
+    },
     /// The bf16 kernel is a portable one (slower than f32 everywhere).
     NoFastBf16,
+    /// Neither a fast bf16 nor a fast int16 kernel (no AVX512-BF16, no VNNI).
+    NoFastKernel,
 }
 
 /// e.g. `attn-out/ffn-out bf16 (measured: bf16 612 GFLOP/s, f32 401 GFLOP/s)`.
@@ -80,7 +125,17 @@ impl Reason {
             Reason::Measured { bf16, f32 } => {
                 write!(f, "measured: bf16 {bf16:.0} GFLOP/s, f32 {f32:.0} GFLOP/s")
             }
+            Reason::Timed { int16, bf16, f32 } => {
+                write!(f, "measured: ")?;
+                for (name, g) in [("int16", int16), ("bf16", bf16)] {
+                    if let Some(g) = g {
+                        write!(f, "{name} {g:.0} GFLOP/s, ")?;
+                    }
+                }
+                write!(f, "f32 {f32:.0} GFLOP/s")
+            }
             Reason::NoFastBf16 => write!(f, "no fast bf16 kernel"),
+            Reason::NoFastKernel => write!(f, "no fast bf16 or int16 kernel"),
         }
     }
 }
@@ -140,18 +195,25 @@ pub fn attention_plan(kernels: Kernels) -> crate::error::Result<AttentionPlan> {
         reason: Reason::Forced,
     };
     Ok(match parse(ATTENTION_SWITCH, value.as_deref())? {
-        Some(Dtype::Bf16) => forced(Some(kernels.bf16)),
+        Some("bf16") => forced(Some(kernels.bf16)),
         Some(_) => forced(None),
         None => attention_automatic(kernels),
     })
 }
 
+/// bf16 where the bf16 kernel is AMX or measures at least [`BF16_MARGIN`]
+/// times f32's speed (the residual layers' rule for bf16).
 fn attention_automatic(kernels: Kernels) -> AttentionPlan {
-    let rule = automatic(kernels);
+    let reason = bf16_speed(kernels);
+    let fast = match reason {
+        Reason::Amx => true,
+        Reason::Measured { bf16, f32 } => bf16 > BF16_MARGIN * f32,
+        _ => false,
+    };
     AttentionPlan {
-        bf16: (rule.precision == Dtype::Bf16).then_some(kernels.bf16),
+        bf16: fast.then_some(kernels.bf16),
         min_len: BF16_ATTENTION_MIN_LEN,
-        reason: rule.reason,
+        reason,
     }
 }
 
@@ -170,21 +232,26 @@ pub fn residual_plan(kernels: Kernels) -> crate::error::Result<ResidualPlan> {
 }
 
 /// `None`: automatic.
-fn parse_switch(value: Option<&str>) -> crate::error::Result<Option<Dtype>> {
-    parse(RESIDUAL_SWITCH, value)
+fn parse_switch(value: Option<&str>) -> crate::error::Result<Option<Residual>> {
+    Ok(parse(RESIDUAL_SWITCH, value)?.map(|name| match name {
+        "int8" => Residual::Int8,
+        "int16" => Residual::Int16,
+        "bf16" => Residual::Bf16,
+        _ => Residual::F32,
+    }))
 }
 
-/// A precision `switch` accepts (its `.1` lists them), `None` for automatic.
-fn parse(switch: (&str, &str, &str), value: Option<&str>) -> crate::error::Result<Option<Dtype>> {
+/// The precision a `switch` names, as one of the words its `.1` lists;
+/// `None` for automatic.
+fn parse<'a>(
+    switch: (&str, &'a str, &str),
+    value: Option<&str>,
+) -> crate::error::Result<Option<&'a str>> {
     let v = value.map(|v| v.trim().to_ascii_lowercase());
-    let accepted = |name: &str| switch.1.split(", ").any(|a| a == name);
+    let named = |name: &str| switch.1.split(", ").find(|a| *a == name && *a != "auto");
     Ok(match v.as_deref() {
         None | Some("" | "auto") => None,
-        Some(name @ ("int8" | "bf16" | "f32")) if accepted(name) => Some(match name {
-            "int8" => Dtype::Int8,
-            "bf16" => Dtype::Bf16,
-            _ => Dtype::F32,
-        }),
+        Some(name) if named(name).is_some() => named(name),
         Some(_) => {
             return Err(crate::error::Error::InvalidOption(format!(
                 "{}={:?} is not a precision; use one of {}, or unset it",
@@ -197,45 +264,94 @@ fn parse(switch: (&str, &str, &str), value: Option<&str>) -> crate::error::Resul
 }
 
 fn automatic(kernels: Kernels) -> ResidualPlan {
-    let reason = bf16_speed(kernels);
-    let precision = match reason {
-        Reason::Amx => Dtype::Bf16,
-        // A margin, because one 256-row product flatters bf16: on a Sapphire
-        // Rapids VM with AMX capped off it timed bf16 at 109 GFLOP/s against
-        // f32's 108, yet the whole model ran 1.5x slower in bf16 than in f32
-        // (f32 `gemm` gains more from the pipeline's larger products). Zen 4/5,
-        // where bf16 runs at FMA rate, clear it by far (1.7-1.8x f32 measured).
-        Reason::Measured { bf16, f32 } if bf16 > BF16_MARGIN * f32 => Dtype::Bf16,
-        _ => Dtype::F32,
+    let (precision, reason) = match kernels.bf16 {
+        Bf16Kernel::Amx => (Residual::Bf16, Reason::Amx),
+        _ => match timing(kernels) {
+            None => (Residual::F32, Reason::NoFastKernel),
+            Some(t) => {
+                // A margin, because one 256-row product flatters the others
+                // against f32: on a Sapphire Rapids VM with AMX capped off it
+                // timed bf16 at 109 GFLOP/s against f32's 108, yet the whole
+                // model ran 1.5x slower in bf16 than in f32 (f32 `gemm` gains
+                // more from the pipeline's larger products). Zen 4/5, where
+                // bf16 runs at FMA rate, clear it by far (1.7-1.8x f32 measured).
+                let fast =
+                    |g: Option<f64>, p| g.filter(|g| *g > BF16_MARGIN * t.f32).map(|g| (g, p));
+                let best = [fast(t.int16, Residual::Int16), fast(t.bf16, Residual::Bf16)]
+                    .into_iter()
+                    .flatten()
+                    .max_by(|a, b| a.0.total_cmp(&b.0));
+                let reason = Reason::Timed {
+                    int16: t.int16,
+                    bf16: t.bf16,
+                    f32: t.f32,
+                };
+                (best.map_or(Residual::F32, |b| b.1), reason)
+            }
+        },
     };
     ResidualPlan { precision, reason }
 }
 
 /// How this process's bf16 kernel compares with f32: [`Reason::Amx`],
 /// [`Reason::NoFastBf16`], or for AVX512-BF16 [`Reason::Measured`] (timed
-/// once per process, every model loaded later reuses it).
+/// once per process and set of kernels; every model loaded later reuses it).
 pub fn bf16_speed(kernels: Kernels) -> Reason {
     match kernels.bf16 {
         Bf16Kernel::Amx => Reason::Amx,
-        Bf16Kernel::Avx512Bf16 => {
-            static MEASURED: OnceLock<(f64, f64)> = OnceLock::new();
-            let &(bf16, f32) = MEASURED.get_or_init(|| measure(kernels));
-            Reason::Measured { bf16, f32 }
-        }
+        Bf16Kernel::Avx512Bf16 => match timing(kernels) {
+            Some(Timing {
+                bf16: Some(bf16),
+                f32,
+                ..
+            }) => Reason::Measured { bf16, f32 },
+            _ => unreachable!("AVX512-BF16 is always timed"),
+        },
         Bf16Kernel::Portable | Bf16Kernel::Avx2 => Reason::NoFastBf16,
     }
 }
 
-/// GFLOP/s of the bf16 and the f32 path of [`Linear`] on bge-reranker-v2-m3's
-/// FFN-output shape (4096 → 1024) with 256 rows: the best of three runs each,
-/// interleaved, after a warm-up, so a busy neighbour slows both alike.
-fn measure(kernels: Kernels) -> (f64, f64) {
+/// GFLOP/s of the paths [`timing`] measured (`None`: no fast kernel for it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Timing {
+    int16: Option<f64>,
+    bf16: Option<f64>,
+    f32: f64,
+}
+
+/// The int16 (VNNI), bf16 (AVX512-BF16) and f32 paths of [`Linear`] on
+/// bge-reranker-v2-m3's FFN-output shape (4096 → 1024) with 256 rows, the
+/// best of three runs each, interleaved after a warm-up so a busy neighbour
+/// slows them alike; once per process and set of kernels. `None` where
+/// `kernels` has neither a fast int16 nor a fast bf16 kernel (or AMX).
+fn timing(kernels: Kernels) -> Option<Timing> {
+    let int16 = I16Kernel::with(kernels.i8) != I16Kernel::Portable;
+    let bf16 = kernels.bf16 == Bf16Kernel::Avx512Bf16;
+    if !int16 && !bf16 {
+        return None;
+    }
+    static TIMED: Mutex<Vec<(Kernels, Timing)>> = Mutex::new(Vec::new());
+    let mut timed = TIMED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, t)) = timed.iter().find(|(k, _)| *k == kernels) {
+        return Some(*t);
+    }
     let ops = Operands::new(256, 4096, 1024);
     // As an int8 model's f32 residual layers run.
-    let f32_layer = ops.layer(kernels, Dtype::F32).gemm_at_any_rows();
-    let bf16_layer = ops.layer(kernels, Dtype::Bf16);
-    let g = ops.gflops(&[&bf16_layer, &f32_layer]);
-    (g[0], g[1])
+    let mut layers = vec![ops.layer(kernels, Dtype::F32).gemm_at_any_rows()];
+    if int16 {
+        layers.push(ops.layer_int16(kernels));
+    }
+    if bf16 {
+        layers.push(ops.layer(kernels, Dtype::Bf16));
+    }
+    let g = ops.gflops(&layers.iter().collect::<Vec<_>>());
+    let t = Timing {
+        f32: g[0],
+        int16: int16.then(|| g[1]),
+        bf16: bf16.then(|| g[g.len() - 1]),
+    };
+    timed.push((kernels, t));
+    Some(t)
 }
 
 #[cfg(test)]
@@ -333,6 +449,8 @@ mod tests {
             .collect();
         let encoded = reference.encode_pairs(&pairs).unwrap();
         let expected = reference.logits_and_hidden(&encoded).unwrap();
+        // The process's kernels; VNNI + AVX512-BF16 (what CPUs without AMX
+        // run); and the portable int8 kernel (so int16 runs its portable one).
         let mut kernel_sets = vec![kernels];
         if I8Kernel::Vnni.is_available() && Bf16Kernel::Avx512Bf16.is_available() {
             kernel_sets.push(Kernels {
@@ -341,9 +459,21 @@ mod tests {
                 ..kernels
             });
         }
+        if kernels.i8 != I8Kernel::Scalar {
+            kernel_sets.push(Kernels {
+                i8: I8Kernel::Scalar,
+                ..kernels
+            });
+        }
+        let all = [
+            Residual::Bf16,
+            Residual::F32,
+            Residual::Int16,
+            Residual::Int8,
+        ];
         for k in kernel_sets {
             let mut errors = Vec::new();
-            for precision in [Dtype::Bf16, Dtype::F32, Dtype::Int8] {
+            for precision in all {
                 let plan = ResidualPlan {
                     precision,
                     reason: Reason::Forced,
@@ -358,7 +488,7 @@ mod tests {
                 let what = format!("{k} residual={precision}");
                 eprintln!("{what}: rel L2 {max_rel:.2e}, |score diff| {max_score:.2e}");
                 let (gate_rel, gate_score) = match precision {
-                    Dtype::Int8 => (3e-2, 0.015),
+                    Residual::Int8 => (3e-2, 0.015),
                     _ => (2e-2, 0.01),
                 };
                 assert!(max_rel <= gate_rel, "{what}: rel L2 {max_rel}");
@@ -376,15 +506,16 @@ mod tests {
             }
             // Each plan really ran its precision: no two give the same
             // states, and all-int8 is the least accurate.
-            let (bf16, f32, int8) = (&errors[0], &errors[1], &errors[2]);
+            for (i, a) in errors.iter().enumerate() {
+                for b in &errors[i + 1..] {
+                    assert!(a.2 != b.2, "{k}: {} and {} give the same states", a.0, b.0);
+                }
+            }
+            let int8 = errors[3].1;
             assert!(
-                bf16.2 != f32.2 && f32.2 != int8.2 && bf16.2 != int8.2,
-                "{k}"
-            );
-            assert!(
-                int8.1 > f32.1.max(bf16.1),
-                "{k}: {errors:?}",
-                errors = [bf16.1, f32.1, int8.1]
+                errors[..3].iter().all(|e| e.1 < int8),
+                "{k}: {:?}",
+                errors.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>()
             );
         }
     }
@@ -401,7 +532,7 @@ mod tests {
         let kernels = Kernels::get().unwrap();
         let load = |dtype, k: Kernels, attention: Option<Bf16Kernel>, min_len| {
             let residual = (dtype == Dtype::Int8).then_some(ResidualPlan {
-                precision: Dtype::Bf16,
+                precision: Residual::Bf16,
                 reason: Reason::Forced,
             });
             let plan = AttentionPlan {
@@ -463,14 +594,16 @@ mod tests {
         assert_eq!(parse_switch(None).unwrap(), None);
         assert_eq!(parse_switch(Some(" Auto ")).unwrap(), None);
         assert_eq!(parse_switch(Some("")).unwrap(), None);
-        assert_eq!(parse_switch(Some("INT8")).unwrap(), Some(Dtype::Int8));
-        assert_eq!(parse_switch(Some("bf16")).unwrap(), Some(Dtype::Bf16));
-        assert_eq!(parse_switch(Some("f32\n")).unwrap(), Some(Dtype::F32));
+        assert_eq!(parse_switch(Some("INT8")).unwrap(), Some(Residual::Int8));
+        assert_eq!(parse_switch(Some("int16")).unwrap(), Some(Residual::Int16));
+        assert_eq!(parse_switch(Some("bf16")).unwrap(), Some(Residual::Bf16));
+        assert_eq!(parse_switch(Some("f32\n")).unwrap(), Some(Residual::F32));
+        assert!(parse_switch(Some("auto,")).is_err());
         let err = parse_switch(Some("fp16")).unwrap_err().to_string();
         assert!(
             err.ends_with(
-                "RERANK_I8_RESIDUAL=\"fp16\" is not a precision; use one of auto, int8, bf16, f32, \
-                 or unset it"
+                "RERANK_I8_RESIDUAL=\"fp16\" is not a precision; use one of auto, int8, int16, bf16, \
+                 f32, or unset it"
             ),
             "{err}"
         );
@@ -478,14 +611,8 @@ mod tests {
 
     #[test]
     fn attention_switch_values() {
-        assert_eq!(
-            parse(ATTENTION_SWITCH, Some("BF16")).unwrap(),
-            Some(Dtype::Bf16)
-        );
-        assert_eq!(
-            parse(ATTENTION_SWITCH, Some("f32")).unwrap(),
-            Some(Dtype::F32)
-        );
+        assert_eq!(parse(ATTENTION_SWITCH, Some("BF16")).unwrap(), Some("bf16"));
+        assert_eq!(parse(ATTENTION_SWITCH, Some("f32")).unwrap(), Some("f32"));
         assert_eq!(parse(ATTENTION_SWITCH, Some("auto")).unwrap(), None);
         let err = parse(ATTENTION_SWITCH, Some("int8"))
             .unwrap_err()
@@ -498,46 +625,77 @@ mod tests {
         );
     }
 
+    /// AMX: bf16 untimed. Otherwise the fastest timed path at least
+    /// `BF16_MARGIN` times f32 (int16 where the int8 kernel is VNNI or AMX,
+    /// bf16 where it is AVX512-BF16), else f32; f32 untimed without either.
+    /// Attention takes bf16 by the bf16 timing alone.
     #[test]
     fn rule_by_kernel() {
         let k = Kernels::get().unwrap();
-        for (bf16, want) in [
-            (Bf16Kernel::Amx, Some((Dtype::Bf16, Reason::Amx))),
-            (Bf16Kernel::Portable, Some((Dtype::F32, Reason::NoFastBf16))),
-            (Bf16Kernel::Avx2, Some((Dtype::F32, Reason::NoFastBf16))),
-            (Bf16Kernel::Avx512Bf16, None),
-        ] {
+        let i8s = [k.i8, I8Kernel::Scalar];
+        for (bf16, i8) in Bf16Kernel::ALL
+            .into_iter()
+            .flat_map(|b| i8s.map(|i| (b, i)))
+        {
             if !bf16.is_available() {
                 continue;
             }
-            let plan = automatic(Kernels { bf16, ..k });
-            let attention = attention_automatic(Kernels { bf16, ..k });
-            let want_bf16 = (plan.precision == Dtype::Bf16).then_some(bf16);
-            assert_eq!((attention.bf16, attention.reason), (want_bf16, plan.reason));
+            let kernels = Kernels { bf16, i8, ..k };
+            let plan = automatic(kernels);
+            let attention = attention_automatic(kernels);
             assert_eq!(attention.min_len, BF16_ATTENTION_MIN_LEN);
-            if want_bf16.is_some() {
-                assert!(attention
-                    .to_string()
-                    .starts_with("attention bf16 from 256 tokens"));
-            }
-            match want {
-                Some((precision, reason)) => {
-                    assert_eq!((plan.precision, plan.reason), (precision, reason))
+            let what = format!("{kernels}: {plan}; {attention}");
+            let fast_int16 = I16Kernel::with(i8) != I16Kernel::Portable;
+            match (bf16, plan.reason) {
+                (Bf16Kernel::Amx, reason) => {
+                    assert_eq!(
+                        (plan.precision, reason),
+                        (Residual::Bf16, Reason::Amx),
+                        "{what}"
+                    );
+                    assert_eq!(
+                        (attention.bf16, attention.reason),
+                        (Some(bf16), Reason::Amx)
+                    );
+                    assert!(attention
+                        .to_string()
+                        .starts_with("attention bf16 from 256 tokens"));
                 }
-                None => match plan.reason {
-                    // bf16 wins only when measured clearly faster.
-                    Reason::Measured { bf16, f32 } => {
-                        assert!(bf16 > 0.0 && f32 > 0.0);
-                        let faster = if bf16 > BF16_MARGIN * f32 {
-                            Dtype::Bf16
-                        } else {
-                            Dtype::F32
-                        };
-                        assert_eq!(plan.precision, faster);
-                        assert!(plan.to_string().contains("measured: bf16 "), "{plan}");
-                    }
-                    other => panic!("AVX512-BF16 is measured, got {other:?}"),
-                },
+                (
+                    _,
+                    Reason::Timed {
+                        int16,
+                        bf16: b,
+                        f32,
+                    },
+                ) => {
+                    let avx512bf16 = bf16 == Bf16Kernel::Avx512Bf16;
+                    assert_eq!(
+                        (int16.is_some(), b.is_some()),
+                        (fast_int16, avx512bf16),
+                        "{what}"
+                    );
+                    assert!(f32 > 0.0 && int16.unwrap_or(1.0) > 0.0 && b.unwrap_or(1.0) > 0.0);
+                    let over = |g: Option<f64>| g.filter(|g| *g > BF16_MARGIN * f32);
+                    let want = match (over(int16), over(b)) {
+                        (Some(i), Some(b)) if b > i => Residual::Bf16,
+                        (Some(_), _) => Residual::Int16,
+                        (None, Some(_)) => Residual::Bf16,
+                        (None, None) => Residual::F32,
+                    };
+                    assert_eq!(plan.precision, want, "{what}");
+                    assert!(plan.to_string().contains("measured: "), "{what}");
+                    let attention_bf16 = over(b).is_some().then_some(bf16);
+                    assert_eq!(attention.bf16, attention_bf16, "{what}");
+                }
+                (_, reason) => {
+                    assert!(!fast_int16 && bf16 != Bf16Kernel::Avx512Bf16, "{what}");
+                    assert_eq!(
+                        (plan.precision, reason),
+                        (Residual::F32, Reason::NoFastKernel)
+                    );
+                    assert_eq!(attention.bf16, None, "{what}");
+                }
             }
         }
     }

@@ -73,7 +73,7 @@ impl Entry {
     pub(super) fn locate(
         source: &WeightSource,
         cfg: &ModelConfig,
-        (dtype, residual): (Dtype, Dtype),
+        (dtype, residual): (Dtype, super::plan::Residual),
         kernels: Kernels,
         place: &Place,
     ) -> Option<Entry> {
@@ -106,7 +106,7 @@ impl Entry {
         dir: &Path,
         (model, version): &(String, String),
         cfg: &ModelConfig,
-        (dtype, residual): (Dtype, Dtype),
+        (dtype, residual): (Dtype, super::plan::Residual),
         kernels: Kernels,
     ) -> Entry {
         let family = format!("{model}\n{dtype} residual {residual} kernels {kernels}");
@@ -342,13 +342,13 @@ mod tests {
         assert_eq!(directory(None, env(None, None)), None);
     }
 
-    /// bf16 and int8 models (int8 with bf16 and with f32 residual layers)
+    /// bf16 and int8 models (int8 with bf16, f32 and int16 residual layers)
     /// loaded from their cache entry score bit for bit as when converted;
     /// a truncated, a foreign and a stale entry are misses that convert
     /// again and replace the entry.
     #[test]
     fn cached_models_score_as_converted_ones_and_bad_entries_are_replaced() {
-        use crate::model::cpu::plan::{Reason, ResidualPlan};
+        use crate::model::cpu::plan::{Reason, Residual, ResidualPlan};
         use crate::model::cpu::CpuModel;
         use crate::model::Model;
         use crate::{synthetic, DeviceKind, Reranker, RerankerOptions};
@@ -393,9 +393,10 @@ mod tests {
             logits.into_iter().map(f32::to_bits).collect::<Vec<_>>()
         };
         for (dtype, residual) in [
-            (Dtype::Bf16, Dtype::Bf16),
-            (Dtype::Int8, Dtype::Bf16),
-            (Dtype::Int8, Dtype::F32),
+            (Dtype::Bf16, Residual::Bf16),
+            (Dtype::Int8, Residual::Bf16),
+            (Dtype::Int8, Residual::F32),
+            (Dtype::Int8, Residual::Int16),
         ] {
             let what = format!("{dtype}, residual {residual}");
             let plan = (dtype == Dtype::Int8).then_some(ResidualPlan {
@@ -450,7 +451,7 @@ mod tests {
             unreachable!()
         };
         let before = entries(dir);
-        assert_eq!(before.len(), 3, "{before:?}");
+        assert_eq!(before.len(), 4, "{before:?}");
         let f = fs::File::options().write(true).open(&file).unwrap();
         f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
             .unwrap();
@@ -463,7 +464,7 @@ mod tests {
             "a changed file's old entry was used"
         );
         let after = entries(dir);
-        assert_eq!(after.len(), 3, "{after:?}");
+        assert_eq!(after.len(), 4, "{after:?}");
         assert_eq!(
             after.iter().filter(|n| !before.contains(n)).count(),
             1,

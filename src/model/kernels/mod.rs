@@ -96,6 +96,7 @@ macro_rules! multiversion {
 mod amx;
 pub mod bf16;
 pub mod elementwise;
+pub mod i16;
 pub mod i8;
 pub mod peak;
 pub mod small_f32;
@@ -103,6 +104,7 @@ pub(crate) mod stored;
 
 pub use bf16::{Bf16Kernel, PackedBf16};
 pub use elementwise::{add_into, bias_gelu, layer_norm, softmax_tile};
+pub use i16::{I16Kernel, PackedI16, QuantRows16};
 pub use i8::{I8Kernel, PackedI8, QuantRows};
 
 /// 64-byte aligned storage unit (keeps packed panels and activation rows cache-line aligned, as AMX tile

@@ -132,6 +132,14 @@ mod x86 {
             ops_per_iteration: 1536.0,
         },
         Loop {
+            instruction: "vpdpwssd zmm",
+            bounds: "int16 vnni",
+            available: || super::super::I8Kernel::Vnni.is_available(),
+            run: vnni16,
+            // 12 × 16 lanes × 2 products × 2.
+            ops_per_iteration: 768.0,
+        },
+        Loop {
             instruction: "vdpbf16ps zmm",
             bounds: "bf16 avx512bf16",
             available: || super::super::Bf16Kernel::Avx512Bf16.is_available(),
@@ -232,6 +240,13 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn vnni(n: u64) {
         twelve!(n.max(1), "vpdpbusd", "zmm");
+    }
+
+    /// # Safety
+    /// AVX-512F/BW and AVX512-VNNI must be available.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn vnni16(n: u64) {
+        twelve!(n.max(1), "vpdpwssd", "zmm");
     }
 
     /// # Safety

@@ -49,6 +49,7 @@ mod quantize;
 mod tests;
 
 pub use driver::{matmul, matmul_then};
+pub(super) use pack::abs_max;
 pub use pack::PackedI8;
 pub use quantize::{quantize_rows, quantize_rows_scaled, QuantRows};
 

@@ -32,7 +32,7 @@ pub struct PackedI8 {
 
 /// The largest `|v|` of `row`. Sixteen independent lanes, so the loop
 /// vectorizes (one running maximum would be a serial chain).
-fn abs_max(row: &[f32]) -> f32 {
+pub(in crate::model::kernels) fn abs_max(row: &[f32]) -> f32 {
     let mut lanes = [0f32; 16];
     let mut chunks = row.chunks_exact(16);
     for c in &mut chunks {
