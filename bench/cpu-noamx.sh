@@ -3,7 +3,8 @@
 # sentence-transformers users run there (PyTorch fp32, OpenVINO fp32/bf16/static int8) and
 # ONNX Runtime int8, on the full-size random-weight model, the same pairs, one run each.
 # On an AMX machine it also runs our dtypes with AMX capped off (RERANK_I8_KERNEL=vnni
-# RERANK_BF16_KERNEL=avx512bf16), which is what a Zen 4/5 runs.
+# RERANK_BF16_KERNEL=avx512bf16), which is what a Zen 4/5 runs, and OpenVINO bf16 / static
+# int8 with AMX capped off the same way (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16).
 #
 #   cargo build --release
 #   target/release/rerank bench --synthetic --save /work/m3
@@ -47,12 +48,14 @@ noamx=(RERANK_I8_KERNEL=vnni RERANK_BF16_KERNEL=avx512bf16)
 export RERANK_PREPARED_CACHE=${PREPARED:-${TMPDIR:-/tmp}/rerank-prepared-bench}
 head -n 1 "$WL/seed-512x10.jsonl" > "$out/one-pair.jsonl"
 warm() { env "$@" "$R" score --model "$M" --threads "$T" --dtype int8 --input "$out/one-pair.jsonl" >/dev/null 2>>"$out/ours-log.txt"; }
-warm "${noamx[@]}"; warm "${noamx[@]}" RERANK_I8_RESIDUAL=int8
+warm "${noamx[@]}"; warm "${noamx[@]}" RERANK_I8_RESIDUAL=int8; warm "${noamx[@]}" RERANK_I8_RESIDUAL=f32
 grep -q amx_int8 /proc/cpuinfo && warm RERANK_I8_RESIDUAL=auto
 for w in $NAMES; do
     ours f32 "$w" -- --dtype f32
     ours bf16-noamx "$w" "${noamx[@]}" -- --dtype bf16
     ours int8-noamx "$w" "${noamx[@]}" -- --dtype int8
+    # The plan before int16: the residual projections in f32.
+    ours int8-f32res-noamx "$w" "${noamx[@]}" RERANK_I8_RESIDUAL=f32 -- --dtype int8
     # All four int8 fails the accuracy gates and is never chosen by itself: short rows only.
     [ "$w" = seed-8192x1 ] || ours int8-all-noamx "$w" "${noamx[@]}" RERANK_I8_RESIDUAL=int8 -- --dtype int8
     if grep -q amx_int8 /proc/cpuinfo; then
@@ -64,6 +67,15 @@ done
 # shellcheck disable=SC2086
 "$PYOV" "$root/bench/reference_openvino.py" --model "$M" --workloads "$WL" --names $NAMES \
     --cache "${OV_CACHE:-/work/m3-ov}" --threads "$T" --json "$out/openvino.json" 2>&1 | grep -v -i warn | tee "$out/openvino.txt"
+# OpenVINO with its AMX capped off as well: oneDNN (inside OpenVINO's CPU plugin) honours
+# ONEDNN_MAX_CPU_ISA; AVX512_CORE_BF16 is the ISA of a Zen 4/5 (AVX-512, VNNI, BF16, no AMX).
+# fp32 does not use AMX, so only bf16 and static int8.
+if grep -q amx_int8 /proc/cpuinfo; then
+    # shellcheck disable=SC2086
+    ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 "$PYOV" "$root/bench/reference_openvino.py" --model "$M" \
+        --workloads "$WL" --names $NAMES --cache "${OV_CACHE:-/work/m3-ov}" --threads "$T" --modes bf16 int8 \
+        --json "$out/openvino-noamx.json" 2>&1 | grep -v -i warn | tee "$out/openvino-noamx.txt"
+fi
 # shellcheck disable=SC2086
 "$PY" "$root/bench/reference.py" --model "$M" --workloads "$WL" --names $NAMES --threads "$T" --runs 1 \
     --json "$out/torch.json" 2>&1 | tee "$out/torch.txt"
