@@ -195,6 +195,36 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// A run's (logits, [CLS] states) against f32's: the largest relative L2
+/// error of the states, the largest |score − f32 score| and the smallest
+/// Spearman correlation per query (20 passages each).
+fn gaps(
+    run: &(Vec<f32>, Vec<Vec<f32>>),
+    (base, base_hidden): (&[f32], &[Vec<f32>]),
+) -> (f64, f32, f64) {
+    let (logits, hidden) = run;
+    let rel = hidden
+        .iter()
+        .zip(base_hidden)
+        .map(|(h, b)| {
+            let num: f64 = h.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+            let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+            (num / den).sqrt()
+        })
+        .fold(0f64, f64::max);
+    let score = logits
+        .iter()
+        .zip(base)
+        .map(|(l, b)| (sigmoid(*l) - sigmoid(*b)).abs())
+        .fold(0f32, f32::max);
+    let rho = logits
+        .chunks(20)
+        .zip(base.chunks(20))
+        .map(|(l, b)| spearman(l, b))
+        .fold(1f64, f64::min);
+    (rel, score, rho)
+}
+
 #[test]
 fn bf16_and_int8_stay_close_to_f32_on_real_weights() {
     let Some(dir) = model_dir() else { return };
@@ -214,26 +244,8 @@ fn bf16_and_int8_stay_close_to_f32_on_real_weights() {
         (Dtype::Int8, 3.5e-2, 5e-2, 0.98),
     ] {
         let rr = load(dir, Some(dtype), false);
-        let (logits, hidden) = rr.logits_and_hidden(&encoded).unwrap();
-        let rel = hidden
-            .iter()
-            .zip(&base_hidden)
-            .map(|(h, b)| {
-                let num: f64 = h.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-                let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-                (num / den).sqrt()
-            })
-            .fold(0f64, f64::max);
-        let score = logits
-            .iter()
-            .zip(&base)
-            .map(|(l, b)| (sigmoid(*l) - sigmoid(*b)).abs())
-            .fold(0f32, f32::max);
-        let rho = logits
-            .chunks(20)
-            .zip(base.chunks(20))
-            .map(|(l, b)| spearman(l, b))
-            .fold(1f64, f64::min);
+        let run = rr.logits_and_hidden(&encoded).unwrap();
+        let (rel, score, rho) = gaps(&run, (&base, &base_hidden));
         eprintln!(
             "{dtype} ({}{}): max rel. L2 [CLS] {rel:.2e}, max |score - f32| {score:.2e}, min Spearman per query {rho:.4}",
             rr.kernels().map(|k| k.to_string()).unwrap_or_default(),
@@ -301,26 +313,9 @@ fn int8_stays_close_to_f32_on_real_weights_with_every_residual_precision() {
             let rr =
                 Reranker::from_parts(Model::Cpu(Box::new(model)), encoder, cfg.clone(), options)
                     .unwrap();
-            let (logits, hidden) = rr.logits_and_hidden(&encoded).unwrap();
-            let rel = hidden
-                .iter()
-                .zip(&base_hidden)
-                .map(|(h, b)| {
-                    let num: f64 = h.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-                    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-                    (num / den).sqrt()
-                })
-                .fold(0f64, f64::max);
-            let score = logits
-                .iter()
-                .zip(&base)
-                .map(|(l, b)| (sigmoid(*l) - sigmoid(*b)).abs())
-                .fold(0f32, f32::max);
-            let rho = logits
-                .chunks(20)
-                .zip(base.chunks(20))
-                .map(|(l, b)| spearman(l, b))
-                .fold(1f64, f64::min);
+            let run = rr.logits_and_hidden(&encoded).unwrap();
+            let (rel, score, rho) = gaps(&run, (&base, &base_hidden));
+            let hidden = run.1;
             let what = format!("int8 ({k}), residual {precision}");
             eprintln!(
                 "{what}: max rel. L2 [CLS] {rel:.2e}, max |score - f32| {score:.2e}, min Spearman per query {rho:.4}"

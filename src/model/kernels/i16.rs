@@ -25,7 +25,7 @@
 use rayon::prelude::*;
 
 use super::i8::{abs_max, I8Kernel};
-use super::{AlignedBytes, SharedMut};
+use super::{for_each_block, AlignedBytes, SharedMut};
 
 /// Activations are quantized per row to `-X_MAX..=X_MAX` (11 bits).
 pub const X_MAX: i32 = 1023;
@@ -394,34 +394,13 @@ pub fn matmul(
             "i16::matmul: no AVX-512 VNNI here"
         );
     }
-    let threads = rayon::current_num_threads();
-    let parallel = rows * n * w.in_dim >= PAR_MIN_MACS && threads > 1;
-    let (mut mc, mut nc) = (MC, NC);
-    if parallel {
-        while rows.div_ceil(mc) * n.div_ceil(nc) < 3 * threads {
-            if mc > 4 * MR {
-                mc /= 2;
-            } else if nc > 32 * NB {
-                nc /= 2;
-            } else {
-                break;
-            }
-        }
-    }
-    let col_blocks = n.div_ceil(nc);
-    let tasks = rows.div_ceil(mc) * col_blocks;
+    let parallel = rows * n * w.in_dim >= PAR_MIN_MACS && rayon::current_num_threads() > 1;
     let dptr = SharedMut(dst.as_mut_ptr());
-    let task = |t: usize| {
-        let (r0, c0) = ((t / col_blocks) * mc, (t % col_blocks) * nc);
-        let (r1, c1) = ((r0 + mc).min(rows), (c0 + nc).min(n));
+    let grid = ((rows, n), (MC, NC), (4 * MR, 32 * NB));
+    for_each_block(grid.0, grid.1, grid.2, parallel, |rs, cs| {
         // SAFETY: bounds asserted above; tasks write disjoint blocks.
-        unsafe { run_block(kernel, dptr, dst_rs, x, w, (r0, r1), (c0, c1), accumulate) };
-    };
-    if parallel && tasks > 1 {
-        (0..tasks).into_par_iter().for_each(task);
-    } else {
-        (0..tasks).for_each(task);
-    }
+        unsafe { run_block(kernel, dptr, dst_rs, x, w, rs, cs, accumulate) };
+    });
 }
 
 /// Rows `r0..r1` × columns `c0..c1` (`r0` a multiple of `MR`, `c0` of 16).

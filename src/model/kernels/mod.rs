@@ -12,6 +12,8 @@
 //!   `VDPBF16PS`, AMX) plus packing and the parallel driver;
 //! - [`i8`](mod@i8): int8 matmul, likewise (portable, AVX-512 VNNI, AMX) plus weight
 //!   packing, activation quantization and the parallel driver;
+//! - [`i16`](mod@i16): 16-bit integer matmul (AVX-512 VNNI `vpdpwssd`, and a
+//!   portable kernel) for an int8 model's residual layers where it is fastest;
 //! - `amx`: the AMX set-up both precisions share.
 //!
 //! No kernel reads the environment: every matmul takes its kernel as an
@@ -242,6 +244,46 @@ pub(crate) unsafe fn post_block(
         // SAFETY: as this function's contract.
         let seg = unsafe { std::slice::from_raw_parts_mut(dst.0.add(r * dst_rs + c0), c1 - c0) };
         post(seg, c0);
+    }
+}
+
+/// Runs `block((r0, r1), (c0, c1))` on every task of a grid over `rows` ×
+/// `cols` outputs: tasks of `task.0` rows × `task.1` columns, halved (rows
+/// first, while above `min.0`; then columns, while above `min.1`) until there
+/// are three tasks per thread, so both threads stay busy to the end. In
+/// parallel on the caller's rayon pool when `parallel`; else in order on
+/// this thread, at full task size. The int8 and int16 matmul drivers' loop.
+pub(crate) fn for_each_block(
+    (rows, cols): (usize, usize),
+    task: (usize, usize),
+    min: (usize, usize),
+    parallel: bool,
+    block: impl Fn((usize, usize), (usize, usize)) + Sync,
+) {
+    use rayon::prelude::*;
+    let (mut mc, mut nc) = task;
+    let threads = rayon::current_num_threads();
+    if parallel {
+        while rows.div_ceil(mc) * cols.div_ceil(nc) < 3 * threads {
+            if mc > min.0 {
+                mc /= 2;
+            } else if nc > min.1 {
+                nc /= 2;
+            } else {
+                break;
+            }
+        }
+    }
+    let col_blocks = cols.div_ceil(nc);
+    let tasks = rows.div_ceil(mc) * col_blocks;
+    let one = |t: usize| {
+        let (r0, c0) = ((t / col_blocks) * mc, (t % col_blocks) * nc);
+        block((r0, (r0 + mc).min(rows)), (c0, (c0 + nc).min(cols)));
+    };
+    if parallel && tasks > 1 {
+        (0..tasks).into_par_iter().for_each(one);
+    } else {
+        (0..tasks).for_each(one);
     }
 }
 

@@ -1,13 +1,11 @@
 //! [`matmul`]: the checks and the parallel tasks that run one kernel (AMX has
 //! its own task loop, in `amx.rs`).
 
-use rayon::prelude::*;
-
 use super::quantize::Layout;
 #[cfg(target_arch = "x86_64")]
 use super::{amx, avx512};
 use super::{portable, I8Kernel, PackedI8, QuantRows, Tile, AMX_KG, MR, NB};
-use crate::model::kernels::{post_block, RowPost, SharedMut};
+use crate::model::kernels::{for_each_block, post_block, RowPost, SharedMut};
 
 /// Rows per parallel task (multiple of `MR`; halved while there are too few tasks).
 const MC: usize = 256;
@@ -97,43 +95,23 @@ pub fn matmul_then(
         unsafe { amx::matmul(dst, dst_rs, x, w, rows, accumulate, parallel, post) };
         return;
     }
-    // Task size: MC × NC by default (weight panel reused across MC rows from L1/L2); shrink
-    // it until there are a few tasks per thread.
-    let (mut mc, mut nc) = (MC, NC);
-    if parallel {
-        while rows.div_ceil(mc) * n.div_ceil(nc) < 3 * threads {
-            if mc > 4 * MR {
-                mc /= 2;
-            } else if nc > 32 * NB {
-                nc /= 2;
-            } else {
-                break;
-            }
-        }
-    }
-    let row_blocks = rows.div_ceil(mc);
-    let col_blocks = n.div_ceil(nc);
-    let tasks = row_blocks * col_blocks;
+    // Task size: MC × NC by default (weight panel reused across MC rows from L1/L2),
+    // shrunk until there are a few tasks per thread.
     let dptr = SharedMut(dst.as_mut_ptr());
-    let task = |t: usize| {
-        let rb = t / col_blocks;
-        let cb = t % col_blocks;
-        let r0 = rb * mc;
-        let r1 = (r0 + mc).min(rows);
-        let c0 = cb * nc;
-        let c1 = (c0 + nc).min(n);
-        // SAFETY: bounds asserted above; tiles are disjoint between tasks.
-        unsafe { run_block(dptr, dst_rs, x, w, r0, r1, c0, c1, accumulate, kernel) };
-        if let Some(post) = post {
-            // SAFETY: the task's own tile, inside `dst` (asserted above).
-            unsafe { post_block(post, dptr, dst_rs, (r0, r1), (c0, c1)) };
-        }
-    };
-    if parallel && tasks > 1 {
-        (0..tasks).into_par_iter().for_each(task);
-    } else {
-        (0..tasks).for_each(task);
-    }
+    for_each_block(
+        (rows, n),
+        (MC, NC),
+        (4 * MR, 32 * NB),
+        parallel,
+        |(r0, r1), (c0, c1)| {
+            // SAFETY: bounds asserted above; tiles are disjoint between tasks.
+            unsafe { run_block(dptr, dst_rs, x, w, r0, r1, c0, c1, accumulate, kernel) };
+            if let Some(post) = post {
+                // SAFETY: the task's own tile, inside `dst` (asserted above).
+                unsafe { post_block(post, dptr, dst_rs, (r0, r1), (c0, c1)) };
+            }
+        },
+    );
 }
 
 /// Computes rows `r0..r1` × columns `c0..c1` (`c0` a multiple of 16).
