@@ -6,6 +6,7 @@
     EMU_STUDY=residual /work/venv/bin/python bench/int8_emulation.py   # all four layers int8?
     EMU_MODEL=/work/m3 EMU_PAIRS=/work/wl/rag-50.jsonl EMU_N=6 EMU_STUDY=residual \
         /work/venv/bin/python bench/int8_emulation.py                  # the full-size random model
+    EMU_STUDY=i16 /work/venv/bin/python bench/int8_emulation.py        # those two layers in int16?
 
 Every nn.Linear of the encoder is replaced by fake quantization reproducing our arithmetic:
 weights symmetric int8 per output channel (per group along k with wgroup_*), activations
@@ -17,7 +18,9 @@ first EMU_N pairs of EMU_PAIRS): max rel. L2 of the final [CLS] state, max |scor
 Spearman per query of 20, and whether the loose emulation gates (6e-2 / 0.1 / 0.975) hold.
 EMU_STUDY=smoothing (default) ranks the smoothing and per-group schemes; =residual splits the
 error of the attention-output ("ao") and FFN-output ("out") projections in int8, which the
-default plan keeps bf16/f32. EMU_ONLY=0,3 runs only those schemes of the study.
+default plan keeps bf16/f32; =i16 puts those two in 16-bit integers as `vpdpwssd` runs them
+(activations per row to +-qa, weights per channel to what keeps k*qa*qw within i32).
+EMU_ONLY=0,3 runs only those schemes of the study.
 It reproduced our old int8 figure (4.95e-2 vs 4.93e-2 measured) before guiding the smoothing.
 """
 import json, os, sys, numpy as np, torch
