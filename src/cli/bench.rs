@@ -360,6 +360,8 @@ fn accuracy(
 /// returns them for `--json`.
 fn print_kernel_ceilings(candle_f32: f64) -> Result<serde_json::Value> {
     use rerank::model::cpu::ceiling;
+    use rerank::model::cpu::plan::AttentionKernel;
+    use rerank::model::kernels::I16Kernel;
     let threads = candle_core::utils::get_num_threads();
     let peaks = rerank::model::kernels::peak::peaks();
     let list: Vec<String> = peaks
@@ -413,22 +415,35 @@ fn print_kernel_ceilings(candle_f32: f64) -> Result<serde_json::Value> {
             }));
         }
     }
-    // Attention: bf16 against f32 by pair length, on the process's bf16 kernel.
+    // Attention: bf16 (and int16 where the int8 kernel has VNNI) against f32
+    // by pair length, on the process's kernels.
     let lens = [128, 256, 512, 1024, 2048, 4096];
-    let attention = ceiling::attention_bf16_over_f32(kernels.bf16, &lens);
-    let cells: Vec<String> = attention
-        .iter()
-        .map(|(len, r)| format!("{len}: {r:.2}"))
-        .collect();
-    println!(
-        "attention, bf16 {} time / f32 time by pair length (16 heads of 64): {}",
+    let mut attention = vec![(
+        "bf16",
         kernels.bf16.name(),
-        cells.join(", ")
-    );
+        ceiling::attention_over_f32(AttentionKernel::Bf16(kernels.bf16), &lens),
+    )];
+    let i16 = I16Kernel::with(kernels.i8);
+    if i16 != I16Kernel::Portable {
+        let ratios = ceiling::attention_over_f32(AttentionKernel::Int16(i16), &lens);
+        attention.push(("int16", i16.name(), ratios));
+    }
+    for (precision, kernel, ratios) in &attention {
+        let cells: Vec<String> = ratios
+            .iter()
+            .map(|(len, r)| format!("{len}: {r:.2}"))
+            .collect();
+        println!(
+            "attention, {precision} {kernel} time / f32 time by pair length (16 heads of 64): {}",
+            cells.join(", ")
+        );
+    }
     Ok(serde_json::json!({
-        "attention_bf16_over_f32": attention.iter().map(|(len, r)| serde_json::json!({
-            "pair_tokens": len, "bf16_kernel": kernels.bf16.name(), "time_ratio": r,
-        })).collect::<Vec<_>>(),
+        "attention_over_f32": attention.iter().flat_map(|(precision, kernel, ratios)| {
+            ratios.iter().map(move |(len, r)| serde_json::json!({
+                "pair_tokens": len, "precision": precision, "kernel": kernel, "time_ratio": r,
+            }))
+        }).collect::<Vec<_>>(),
         "candle_f32_gflops": candle_f32,
         "peaks": peaks.iter().map(|p| serde_json::json!({
             "instruction": p.instruction, "bounds": p.bounds, "gflops": p.gflops,

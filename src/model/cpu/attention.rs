@@ -4,17 +4,20 @@
 //! per thread instead of 4 GiB. Each head's context is written straight into
 //! its columns of the context buffer: no permute or concat copies.
 //!
-//! Q·Kᵀ and P·V run in f32 (`gemm`) or, for bf16 and int8 models on CPUs
-//! whose bf16 kernel is fast (`plan.rs`), in bf16 with f32 accumulation
-//! ([`kernels::bf16`]): each head's keys and values are rounded and packed
-//! once per key block, straight from the Q/K/V buffer; the scale, the
-//! softmax and the running sums stay f32.
+//! Q·Kᵀ and P·V run in f32 (`gemm`) or, for bf16 and int8 models where it
+//! is faster (`plan.rs`), in bf16 with f32 accumulation ([`kernels::bf16`])
+//! or in 16-bit integers with exact i32 sums ([`kernels::i16`], int8 models
+//! without a fast bf16 kernel): each head's keys and values are quantized
+//! (rounded) and packed once per key block, straight from the Q/K/V buffer;
+//! the scale, the softmax and the running sums stay f32.
 
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::backend::PackedBatch;
-use crate::model::kernels::bf16::{self, Bf16Kernel, PackedBf16};
+use super::plan::AttentionKernel;
+use crate::model::kernels::bf16::{self, PackedBf16};
+use crate::model::kernels::i16::{self, I16Kernel, PackedI16, QuantRows16};
 use crate::model::kernels::{self, SharedMut};
 
 /// Query rows × keys per attention tile: 128 × 512 scores = 256 KiB, half a
@@ -26,16 +29,16 @@ const KEY_BLOCK: usize = 512;
 
 /// Self-attention of every pair: `ctx` row r (or, with `first_only`,
 /// row i = pair i's `<s>`) gets softmax(q·kᵀ/√d)·v for every head; its two
-/// products in f32, or with `bf16 = Some((kernel, min_len))` in bf16 on
-/// `kernel` for pairs of at least `min_len` tokens. The choice is per pair,
-/// by its own length, so a pair scores the same alone and in any batch.
+/// products in f32, or with `fast = Some((kernel, min_len))` in bf16 or
+/// int16 on `kernel` for pairs of at least `min_len` tokens. The choice is
+/// per pair, by its own length, so a pair scores the same alone and in any batch.
 pub(super) fn attention(
     qkv: &[f32],
     ctx: &mut [f32],
     batch: &PackedBatch,
     (hidden, heads): (usize, usize),
     first_only: bool,
-    bf16: Option<(Bf16Kernel, usize)>,
+    fast: Option<(AttentionKernel, usize)>,
 ) {
     let h = hidden;
     let d = h / heads;
@@ -52,32 +55,38 @@ pub(super) fn attention(
         .flat_map(|pair| (0..heads).map(move |head| (pair, head)))
         .collect();
     // Per thread: this head's K and V made contiguous (len × d) for f32, or
-    // packed for bf16, and a score block.
-    let init = || (Vec::<f32>::new(), Vec::<f32>::new(), Bf16Scratch::default());
+    // packed for bf16 or int16, and a score block.
+    let init = || {
+        let scratch = (Bf16Scratch::default(), I16Scratch::default());
+        (Vec::<f32>::new(), Vec::<f32>::new(), scratch)
+    };
     tasks
         .into_par_iter()
-        .for_each_init(init, |(k, v, bf16_scratch), (pair, head)| {
+        .for_each_init(init, |(k, v, (bf16_scratch, i16_scratch)), (pair, head)| {
             let start = batch.offsets[pair];
             let len = batch.offsets[pair + 1] - start;
             let rows = if first_only { 1 } else { len };
             let pair_qkv = &qkv[start * 3 * h..(start + len) * 3 * h];
             let out_row = if first_only { pair } else { start };
-            if let Some((kernel, _)) = bf16.filter(|&(_, min_len)| len >= min_len) {
-                let cols = (h + head * d, 2 * h + head * d);
-                bf16_scratch.pack_head(pair_qkv, 3 * h, cols, d, KEY_BLOCK);
-                // SAFETY: as in the f32 branch below: each task writes only
-                // its own rows and its head's columns of `ctx`.
-                unsafe {
-                    head_attention_bf16(
-                        kernel,
-                        (&pair_qkv[head * d..], 3 * h, rows, d, scale),
-                        out.ptr().add(out_row * h + head * d),
-                        h,
-                        bf16_scratch,
-                        ROW_BLOCK,
-                    );
+            let cols = (h + head * d, 2 * h + head * d);
+            let q = (&pair_qkv[head * d..], 3 * h, rows, d, scale);
+            // SAFETY (both fast branches): as in the f32 branch below: each
+            // task writes only its own rows and its head's columns of `ctx`.
+            let dst = unsafe { out.ptr().add(out_row * h + head * d) };
+            match fast.filter(|&(_, min_len)| len >= min_len) {
+                Some((AttentionKernel::Bf16(kernel), _)) => {
+                    bf16_scratch.pack_head(pair_qkv, 3 * h, cols, d, KEY_BLOCK);
+                    // SAFETY: see above.
+                    unsafe { head_attention_bf16(kernel, q, dst, h, bf16_scratch, ROW_BLOCK) };
+                    return;
                 }
-                return;
+                Some((AttentionKernel::Int16(kernel), _)) => {
+                    i16_scratch.pack_head(pair_qkv, 3 * h, cols, d, KEY_BLOCK);
+                    // SAFETY: see above.
+                    unsafe { head_attention_i16(kernel, q, dst, h, i16_scratch, ROW_BLOCK) };
+                    return;
+                }
+                None => {}
             }
             let scratch = &mut bf16_scratch.f32;
             // Gathering K and V once per head makes every block's matmul
@@ -103,7 +112,7 @@ pub(super) fn attention(
                         d,
                         scale,
                     },
-                    out.ptr().add(out_row * h + head * d),
+                    dst,
                     h,
                     scratch,
                     (ROW_BLOCK, KEY_BLOCK),
@@ -293,7 +302,7 @@ impl Bf16Scratch {
 /// `out` must point to `rows` rows of `d` writable floats `out_rs` apart
 /// that nobody else touches meanwhile.
 unsafe fn head_attention_bf16(
-    kernel: Bf16Kernel,
+    kernel: bf16::Bf16Kernel,
     (q, q_rs, rows, d, scale): (&[f32], usize, usize, usize, f32),
     out: *mut f32,
     out_rs: usize,
@@ -345,9 +354,143 @@ unsafe fn head_attention_bf16(
     }
 }
 
+/// Keys per integer chunk of P·V: each chunk's P rows and V columns get
+/// scales of their own, and its i32 sums (at most `64 · X_MAX · w_max(64)`)
+/// cannot overflow; chunks add up in f32.
+const CHUNK: usize = 64;
+
+/// Per-thread buffers of the int16 attention: one head's keys (per key
+/// block) and values (per chunk of [`CHUNK`] keys), quantized and packed,
+/// and the quantized Q and P blocks.
+#[derive(Default)]
+struct I16Scratch {
+    /// Key block b: K[b·kb..][..c] as W (c keys × d): one scale per key.
+    keys: Vec<PackedI16>,
+    /// Chunk j (of every key block in turn): V[j·CHUNK..][..c] transposed
+    /// (d × c keys): one scale per head dimension and chunk.
+    values: Vec<PackedI16>,
+    /// Key blocks in use, and the chunks in each.
+    blocks: usize,
+    chunks_per_block: usize,
+    /// Q·scale of a row block, quantized per row.
+    q: QuantRows16,
+    /// One chunk of P, quantized per row.
+    p: QuantRows16,
+    qs: Vec<f32>,
+    acc: Vec<f32>,
+    f32: Scratch,
+}
+
+impl I16Scratch {
+    /// As [`Bf16Scratch::pack_head`], with `kb` a multiple of [`CHUNK`].
+    fn pack_head(
+        &mut self,
+        qkv: &[f32],
+        rs: usize,
+        (k_col, v_col): (usize, usize),
+        d: usize,
+        kb: usize,
+    ) {
+        debug_assert!(kb.is_multiple_of(CHUNK));
+        let len = qkv.len() / rs;
+        self.blocks = len.div_ceil(kb);
+        self.chunks_per_block = kb / CHUNK;
+        let chunks = len.div_ceil(CHUNK);
+        if self.keys.len() < self.blocks {
+            self.keys.resize_with(self.blocks, PackedI16::default);
+        }
+        if self.values.len() < chunks {
+            self.values.resize_with(chunks, PackedI16::default);
+        }
+        for b in 0..self.blocks {
+            let (c0, c) = (b * kb, kb.min(len - b * kb));
+            self.keys[b].requantize(&qkv[c0 * rs + k_col..], (rs, 1), c, d);
+        }
+        for (j, v) in self.values[..chunks].iter_mut().enumerate() {
+            let (c0, c) = (j * CHUNK, CHUNK.min(len - j * CHUNK));
+            v.requantize(&qkv[c0 * rs + v_col..], (1, rs), d, c);
+        }
+    }
+}
+
+/// [`head_attention`] with Q·Kᵀ and P·V in 16-bit integers on `kernel`
+/// (exact i32 sums), against the keys and values packed in `scratch`
+/// ([`I16Scratch::pack_head`]).
+/// - Q·Kᵀ: Q·scale quantized per row to ±[`i16::X_MAX`] (11 bits), each key
+///   to ±32767 (`w_max(64)`: 16 bits).
+/// - P·V: each chunk of [`CHUNK`] exponentials quantized per row to 11 bits
+///   of its own largest (so a chunk of small probabilities keeps its
+///   precision), each value column per chunk to 16 bits; the chunks' f32
+///   products add up.
+///
+/// # Safety
+/// As [`head_attention_bf16`].
+unsafe fn head_attention_i16(
+    kernel: I16Kernel,
+    (q, q_rs, rows, d, scale): (&[f32], usize, usize, usize, f32),
+    out: *mut f32,
+    out_rs: usize,
+    scratch: &mut I16Scratch,
+    row_block: usize,
+) {
+    let I16Scratch {
+        keys,
+        values,
+        blocks,
+        chunks_per_block,
+        q: qq,
+        p: pq,
+        qs,
+        acc,
+        f32: Scratch { scores, stats },
+    } = scratch;
+    let mut r0 = 0;
+    while r0 < rows {
+        let n = row_block.min(rows - r0);
+        qs.clear();
+        for i in 0..n {
+            let row = &q[(r0 + i) * q_rs..(r0 + i) * q_rs + d];
+            qs.extend(row.iter().map(|v| v * scale));
+        }
+        i16::quantize_rows(qs, d, n, d, qq);
+        stats.clear();
+        stats.extend((0..n).flat_map(|_| [f32::NEG_INFINITY, 0.0, 0.0]));
+        acc.resize(n * d, 0.0);
+        for (b, k) in keys[..*blocks].iter().enumerate() {
+            let c = k.out_dim();
+            scores.resize(n * c, 0.0);
+            // scores (n × c) = (scale · Q) (n × d) · K_bᵀ (d × c)
+            i16::matmul_one_thread(kernel, scores, c, qq, k, n, false);
+            for (row, st) in scores.chunks_exact_mut(c).zip(stats.chunks_exact_mut(3)) {
+                kernels::softmax_tile(row, st);
+            }
+            if b > 0 {
+                // Earlier key blocks were normalized to an older max.
+                for (row, st) in acc.chunks_exact_mut(d).zip(stats.chunks_exact(3)) {
+                    row.iter_mut().for_each(|o| *o *= st[2]);
+                }
+            }
+            // acc (n × d) (+)= Σ_chunks P_j (n × CHUNK) · V_j (CHUNK × d)
+            let first = b * *chunks_per_block;
+            for (j, v) in values[first..first + c.div_ceil(CHUNK)].iter().enumerate() {
+                i16::quantize_rows_flat(&scores[j * CHUNK..], c, n, v.in_dim(), pq);
+                i16::matmul_one_thread(kernel, acc, d, pq, v, n, b > 0 || j > 0);
+            }
+        }
+        for (i, (row, st)) in acc.chunks_exact(d).zip(stats.chunks_exact(3)).enumerate() {
+            let inv = 1.0 / st[1];
+            let dst = std::slice::from_raw_parts_mut(out.add((r0 + i) * out_rs), d);
+            dst.iter_mut().zip(row).for_each(|(o, a)| *o = a * inv);
+        }
+        r0 += n;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::kernels::bf16::Bf16Kernel;
+    use crate::model::kernels::I8Kernel;
 
     /// Tiled attention with several key blocks equals one plain softmax pass.
     #[test]
@@ -501,5 +644,91 @@ mod tests {
             }
         }
         assert!(ran >= 4, "the portable kernel at least");
+    }
+
+    /// The int16 attention on every int16 kernel this CPU has, with several
+    /// (partial) row blocks, key blocks and chunks, head widths 64 and 24,
+    /// against the plain formula in f64 on the exact operands: within what
+    /// 11-bit Q and P steps and 16-bit K and V steps allow, equal across
+    /// kernels bit for bit, and different from f32 (it really quantized).
+    #[test]
+    fn int16_attention_matches_the_formula_and_is_equal_across_kernels() {
+        let mut kernels = vec![I16Kernel::Portable];
+        if I16Kernel::with(I8Kernel::Vnni) != I16Kernel::Portable && I8Kernel::Vnni.is_available()
+        {
+            kernels.push(I16Kernel::with(I8Kernel::Vnni));
+        }
+        for (len, d, rows) in [(150, 64, 37), (700, 24, 9), (1, 64, 1)] {
+            let h = 2 * d;
+            let mut rng = crate::synthetic::SplitMix64(11);
+            // One pair's Q/K/V rows (3H wide, two heads), head 1 used; a few
+            // large scores so that the softmax is peaked in places.
+            let qkv: Vec<f32> = (0..len * 3 * h)
+                .map(|i| {
+                    let v = (rng.below(2001) as f32 - 1000.0) / 1000.0;
+                    if i % 97 == 0 {
+                        4.0 * v
+                    } else {
+                        v
+                    }
+                })
+                .collect();
+            let (head, scale) = (1, 1.0 / (d as f32).sqrt());
+            let at = |t: usize, part: usize, c: usize| qkv[t * 3 * h + part * h + head * d + c];
+            let mut want = vec![0f64; rows * d];
+            for r in 0..rows {
+                let s: Vec<f64> = (0..len)
+                    .map(|j| {
+                        (0..d)
+                            .map(|c| (at(r, 0, c) * scale) as f64 * at(j, 1, c) as f64)
+                            .sum::<f64>()
+                    })
+                    .collect();
+                let m = s.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for c in 0..d {
+                    want[r * d + c] = (0..len).map(|j| e[j] * at(j, 2, c) as f64).sum::<f64>() / z;
+                }
+            }
+            let mut first: Option<Vec<f32>> = None;
+            for &kernel in &kernels {
+                for (row_block, key_block) in [(rows, 64), (16, 128), (5, 64), (128, 512)] {
+                    let mut scratch = I16Scratch::default();
+                    // Twice: the second packing reuses the first's buffers.
+                    for _ in 0..2 {
+                        let cols = (h + head * d, 2 * h + head * d);
+                        scratch.pack_head(&qkv, 3 * h, cols, d, key_block);
+                    }
+                    let mut got = vec![0f32; rows * d];
+                    // SAFETY: got is rows × d.
+                    unsafe {
+                        head_attention_i16(
+                            kernel,
+                            (&qkv[head * d..], 3 * h, rows, d, scale),
+                            got.as_mut_ptr(),
+                            d,
+                            &mut scratch,
+                            row_block,
+                        )
+                    };
+                    let what = format!("{kernel:?}, {len}x{d}, blocks {row_block} × {key_block}");
+                    let off = got
+                        .iter()
+                        .zip(&want)
+                        .map(|(a, b)| (*a as f64 - b).abs())
+                        .fold(0.0, f64::max);
+                    assert!(off < 2e-3, "{what}: {off} off the formula");
+                    // One pair alone (len 1): softmax of one key is 1, so the
+                    // output is that value to within its 16-bit step.
+                    assert!(len == 1 || off > 1e-6, "{what}: no rounding at all");
+                    match (&first, row_block, key_block) {
+                        (None, ..) => first = Some(got),
+                        (Some(f), r, 64) if r == rows => assert!(*f == got, "{what}: kernels differ"),
+                        _ => {}
+                    }
+                }
+            }
+        }
     }
 }

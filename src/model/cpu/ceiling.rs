@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::attention::attention;
 use super::linear::Linear;
+use super::plan::AttentionKernel;
 use crate::backend::PackedBatch;
 use crate::model::kernels::peak::PeakLoop;
 use crate::model::kernels::{Bf16Kernel, I16Kernel, I8Kernel, Kernels};
@@ -176,11 +177,12 @@ fn from<T: PartialEq + Copy>(all: &[T], chosen: T) -> impl Iterator<Item = T> + 
     all.iter().copied().skip_while(move |k| *k != chosen)
 }
 
-/// Attention's time in bf16 over f32 (below 1: bf16 faster) on `kernel`, for
-/// pairs of each length in `lens`: bge-reranker-v2-m3's 16 heads of 64, as
-/// many pairs as fill 8192 tokens, the median of 5 interleaved runs each
-/// after a warm-up. What `plan::BF16_ATTENTION_MIN_LEN` is set by.
-pub fn attention_bf16_over_f32(kernel: Bf16Kernel, lens: &[usize]) -> Vec<(usize, f64)> {
+/// Attention's time on `kernel` (bf16 or int16) over f32's (below 1: faster),
+/// for pairs of each length in `lens`: bge-reranker-v2-m3's 16 heads of 64,
+/// as many pairs as fill 8192 tokens, the median of 5 interleaved runs each
+/// after a warm-up. What `plan::BF16_ATTENTION_MIN_LEN` and
+/// `plan::INT16_ATTENTION_MIN_LEN` are set by.
+pub fn attention_over_f32(kernel: AttentionKernel, lens: &[usize]) -> Vec<(usize, f64)> {
     let (h, heads) = (1024, 16);
     lens.iter()
         .map(|&len| {
@@ -194,9 +196,9 @@ pub fn attention_bf16_over_f32(kernel: Bf16Kernel, lens: &[usize]) -> Vec<(usize
                 offsets: (0..=pairs).map(|p| p * len).collect(),
             };
             let mut ctx = vec![0f32; tokens * h];
-            let mut run = |bf16: Option<(Bf16Kernel, usize)>| {
+            let mut run = |fast: Option<(AttentionKernel, usize)>| {
                 let start = Instant::now();
-                attention(&qkv, &mut ctx, &batch, (h, heads), false, bf16);
+                attention(&qkv, &mut ctx, &batch, (h, heads), false, fast);
                 start.elapsed().as_secs_f64()
             };
             run(None);

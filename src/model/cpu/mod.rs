@@ -320,7 +320,7 @@ impl CpuModel {
         // The pass is the f32 model whose products the int8 layers must
         // reproduce, attention included.
         let dims = Dims {
-            attention_bf16: None,
+            attention_fast: None,
             ..self.dims()
         };
         let tokens = batch.ids.len();
@@ -401,9 +401,9 @@ impl CpuModel {
             intermediate: self.intermediate,
             heads: self.heads,
             eps: self.eps,
-            attention_bf16: self
+            attention_fast: self
                 .attention_plan
-                .and_then(|p| p.bf16.map(|k| (k, p.min_len))),
+                .and_then(|p| p.kernel.map(|k| (k, p.min_len))),
         }
     }
 
@@ -560,9 +560,9 @@ struct Dims {
     intermediate: usize,
     heads: usize,
     eps: f32,
-    /// Attention's products in bf16 on this kernel for pairs of at least
-    /// this many tokens, else f32.
-    attention_bf16: Option<(kernels::Bf16Kernel, usize)>,
+    /// Attention's products in bf16 or int16 on this kernel for pairs of at
+    /// least this many tokens, else f32.
+    attention_fast: Option<(plan::AttentionKernel, usize)>,
 }
 
 /// What each of a layer's four linear layers read and computed in a
@@ -650,7 +650,7 @@ fn layer_pass(
         lin.matmul(&mut qkv[k * h..], 3 * h, x, h, tokens, true);
     }
     let heads = (h, dims.heads);
-    attention(qkv, ctx, batch, heads, first_only, dims.attention_bf16);
+    attention(qkv, ctx, batch, heads, first_only, dims.attention_fast);
     // mid = LayerNorm(x + bias + ctx · Woᵀ)
     let residual: Vec<f32>;
     let x_rows: &[f32] = if first_only {

@@ -143,20 +143,29 @@ impl Reason {
 /// The env switch that forces [`AttentionPlan`].
 pub const ATTENTION_SWITCH: (&str, &str, &str) = (
     "RERANK_ATTENTION",
-    "auto, bf16, f32",
-    "bf16 and int8 models: the precision of attention's Q·Kᵀ and P·V products; bf16: for every pair; \
-     auto (or unset): bf16 for pairs of 256+ tokens where this CPU's bf16 kernel is fast (AMX, or \
-     timed faster than f32), else f32",
+    "auto, bf16, int16, f32",
+    "bf16 and int8 models: the precision of attention's Q·Kᵀ and P·V products; bf16, int16: for every \
+     pair; auto (or unset): bf16 for pairs of 256+ tokens where this CPU's bf16 kernel is fast (AMX, \
+     or timed faster than f32), else int16 for pairs of 1024+ tokens where its int16 kernel is, else f32",
 );
+
+/// The kernel of attention's two products where they do not run f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// bf16 operands, f32 sums ([`crate::model::kernels::bf16`]).
+    Bf16(Bf16Kernel),
+    /// 16-bit integer operands, exact i32 sums ([`crate::model::kernels::i16`]).
+    Int16(I16Kernel),
+}
 
 /// How a bf16 or int8 model computes attention's two products (Q·Kᵀ, P·V;
 /// the softmax and the sums are always f32), and why. f32 models run them
 /// in f32.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AttentionPlan {
-    /// The bf16 kernel, or `None`: f32 (`gemm`).
-    pub bf16: Option<Bf16Kernel>,
-    /// bf16 only for pairs of at least this many tokens (shorter ones f32).
+    /// The kernel, or `None`: f32 (`gemm`).
+    pub kernel: Option<AttentionKernel>,
+    /// That kernel only for pairs of at least this many tokens (shorter ones f32).
     pub min_len: usize,
     /// Why.
     pub reason: Reason,
@@ -170,13 +179,24 @@ pub struct AttentionPlan {
 /// (f32 in both) cost more there than the products save.
 pub const BF16_ATTENTION_MIN_LEN: usize = 256;
 
+/// The same for int16 (`vpdpwssd`), timed the same way on a Sapphire Rapids
+/// VM with AMX capped off (2026-12-03), int16's time over f32's: 1.77 at 128
+/// tokens, 1.58 at 256, 1.23 at 512, 0.96 at 1024, 0.86 at 2048, 0.80 at
+/// 4096. Quantizing each block of exponentials and Q·Kᵀ's short sums (k =
+/// 64) cost more than `vpdpwssd`'s 2x over FMAs saves below ~1000 tokens.
+pub const INT16_ATTENTION_MIN_LEN: usize = 1024;
+
 /// e.g. `attention bf16 from 256 tokens (AMX)`.
 impl fmt::Display for AttentionPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.bf16, self.min_len) {
-            (None, _) => write!(f, "attention f32 (")?,
-            (Some(_), 0 | 1) => write!(f, "attention bf16 (")?,
-            (Some(_), n) => write!(f, "attention bf16 from {n} tokens, f32 below (")?,
+        let name = match self.kernel {
+            None => "f32",
+            Some(AttentionKernel::Bf16(_)) => "bf16",
+            Some(AttentionKernel::Int16(_)) => "int16",
+        };
+        match (self.kernel, self.min_len) {
+            (None, _) | (_, 0 | 1) => write!(f, "attention {name} (")?,
+            (_, n) => write!(f, "attention {name} from {n} tokens, f32 below (")?,
         }
         self.reason.write(f, ATTENTION_SWITCH.0)?;
         write!(f, ")")
@@ -184,36 +204,62 @@ impl fmt::Display for AttentionPlan {
 }
 
 /// The attention plan for this process: `RERANK_ATTENTION`, else bf16
-/// exactly where [`residual_plan`]'s rule picks bf16 (the same measurement:
-/// a fast bf16 kernel is fast for both). At 8192 tokens attention is ~57 %
-/// of the FLOPs, so on AMX this is what makes bf16 pay off on long pairs.
+/// exactly where [`residual_plan`]'s rule would pick bf16 (the same
+/// measurement: a fast bf16 kernel is fast for both), else int16 where its
+/// timing says int16 is fast. At 8192 tokens attention is ~57 % of the
+/// FLOPs, so this is what makes bf16 and int8 pay off on long pairs.
 pub fn attention_plan(kernels: Kernels) -> crate::error::Result<AttentionPlan> {
     let value = std::env::var_os(ATTENTION_SWITCH.0).map(|v| v.to_string_lossy().into_owned());
-    let forced = |bf16| AttentionPlan {
-        bf16,
+    let forced = |kernel| AttentionPlan {
+        kernel,
         min_len: 0,
         reason: Reason::Forced,
     };
     Ok(match parse(ATTENTION_SWITCH, value.as_deref())? {
-        Some("bf16") => forced(Some(kernels.bf16)),
+        Some("bf16") => forced(Some(AttentionKernel::Bf16(kernels.bf16))),
+        Some("int16") => forced(Some(AttentionKernel::Int16(I16Kernel::with(kernels.i8)))),
         Some(_) => forced(None),
         None => attention_automatic(kernels),
     })
 }
 
 /// bf16 where the bf16 kernel is AMX or measures at least [`BF16_MARGIN`]
-/// times f32's speed (the residual layers' rule for bf16).
+/// times f32's speed; else int16 where that kernel does (the residual
+/// layers' timing); else f32.
 fn attention_automatic(kernels: Kernels) -> AttentionPlan {
-    let reason = bf16_speed(kernels);
-    let fast = match reason {
-        Reason::Amx => true,
-        Reason::Measured { bf16, f32 } => bf16 > BF16_MARGIN * f32,
-        _ => false,
-    };
-    AttentionPlan {
-        bf16: fast.then_some(kernels.bf16),
+    let off = |reason| AttentionPlan {
+        kernel: None,
         min_len: BF16_ATTENTION_MIN_LEN,
         reason,
+    };
+    if kernels.bf16 == Bf16Kernel::Amx {
+        return AttentionPlan {
+            kernel: Some(AttentionKernel::Bf16(kernels.bf16)),
+            ..off(Reason::Amx)
+        };
+    }
+    let Some(t) = timing(kernels) else {
+        return off(Reason::NoFastKernel);
+    };
+    let reason = Reason::Timed {
+        int16: t.int16,
+        bf16: t.bf16,
+        f32: t.f32,
+    };
+    let fast = |g: Option<f64>| g.is_some_and(|g| g > BF16_MARGIN * t.f32);
+    if fast(t.bf16) {
+        AttentionPlan {
+            kernel: Some(AttentionKernel::Bf16(kernels.bf16)),
+            ..off(reason)
+        }
+    } else if fast(t.int16) {
+        AttentionPlan {
+            kernel: Some(AttentionKernel::Int16(I16Kernel::with(kernels.i8))),
+            min_len: INT16_ATTENTION_MIN_LEN,
+            reason,
+        }
+    } else {
+        off(reason)
     }
 }
 
@@ -520,23 +566,24 @@ mod tests {
         }
     }
 
-    /// bf16 and int8 models with attention's products in bf16, on every
-    /// bf16 kernel this CPU has, against the same model with f32 attention
-    /// and against f32: within the dtype's gates (bf16: `<s>` ≤ 1e-2
-    /// relative, |score − f32| ≤ 0.005; int8: 2e-2, 0.01), each pair alone
-    /// equal to it in a batch, and different from f32 attention (it ran).
+    /// bf16 and int8 models with attention's products in bf16 (on every
+    /// bf16 kernel this CPU has) and in int16 (on every int16 kernel),
+    /// against the same model with f32 attention and against f32: within
+    /// the dtype's gates (bf16: `<s>` ≤ 1e-2 relative, |score − f32| ≤
+    /// 0.005; int8: 2e-2, 0.01), each pair alone equal to it in a batch, and
+    /// different from f32 attention (it ran).
     #[test]
-    fn bf16_attention_stays_within_the_gates_and_is_batch_invariant() {
+    fn fast_attention_stays_within_the_gates_and_is_batch_invariant() {
         let cfg = config();
         let source = WeightSource::from_tensors(synthetic::weights(&cfg, 7).unwrap()).unwrap();
         let kernels = Kernels::get().unwrap();
-        let load = |dtype, k: Kernels, attention: Option<Bf16Kernel>, min_len| {
+        let load = |dtype, k: Kernels, attention: Option<AttentionKernel>, min_len| {
             let residual = (dtype == Dtype::Int8).then_some(ResidualPlan {
                 precision: Residual::Bf16,
                 reason: Reason::Forced,
             });
             let plan = AttentionPlan {
-                bf16: attention,
+                kernel: attention,
                 min_len,
                 reason: Reason::Forced,
             };
@@ -555,22 +602,34 @@ mod tests {
             .collect();
         let encoded = reference.encode_pairs(&pairs).unwrap();
         let expected = reference.logits_and_hidden(&encoded).unwrap();
-        for bf16 in Bf16Kernel::ALL.into_iter().filter(|k| k.is_available()) {
-            let k = Kernels { bf16, ..kernels };
+        let mut choices: Vec<(Kernels, AttentionKernel)> = Bf16Kernel::ALL
+            .into_iter()
+            .filter(|k| k.is_available())
+            .map(|bf16| (Kernels { bf16, ..kernels }, AttentionKernel::Bf16(bf16)))
+            .collect();
+        let int16 = [I16Kernel::Portable, I16Kernel::with(kernels.i8)];
+        for i16 in int16.into_iter().take(if int16[0] == int16[1] { 1 } else { 2 }) {
+            choices.push((kernels, AttentionKernel::Int16(i16)));
+        }
+        for (k, attention) in choices {
             for (dtype, gate_rel, gate_score) in
                 [(Dtype::Bf16, 1e-2, 0.005), (Dtype::Int8, 2e-2, 0.01)]
             {
-                let what = format!("{dtype}, {k}, attention bf16");
+                let what = format!("{dtype}, {k}, attention {attention:?}");
                 let f32_attention = load(dtype, k, None, 0).logits_and_hidden(&encoded).unwrap();
                 // Pairs shorter than the plan's minimum keep f32 attention.
-                let all_short = load(dtype, k, Some(bf16), 100_000);
+                let all_short = load(dtype, k, Some(attention), 100_000);
                 let short = all_short.logits_and_hidden(&encoded).unwrap();
                 assert!(short.1 == f32_attention.1, "{what}: under min_len");
-                let rr = load(dtype, k, Some(bf16), 0);
+                let rr = load(dtype, k, Some(attention), 0);
                 let run = rr.logits_and_hidden(&encoded).unwrap();
                 let (max_rel, max_score) = worst(&run, &expected);
+                let against_f32_attention = worst(&run, &f32_attention).0;
                 let (logits, hidden) = run;
-                eprintln!("{what}: rel L2 {max_rel:.2e}, |score diff| {max_score:.2e}");
+                eprintln!(
+                    "{what}: rel L2 {max_rel:.2e}, |score diff| {max_score:.2e}; \
+                     {against_f32_attention:.2e} from f32 attention"
+                );
                 assert!(max_rel <= gate_rel, "{what}: rel L2 {max_rel}");
                 assert!(max_score <= gate_score, "{what}: score diff {max_score}");
                 assert!(
@@ -613,13 +672,15 @@ mod tests {
     fn attention_switch_values() {
         assert_eq!(parse(ATTENTION_SWITCH, Some("BF16")).unwrap(), Some("bf16"));
         assert_eq!(parse(ATTENTION_SWITCH, Some("f32")).unwrap(), Some("f32"));
+        assert_eq!(parse(ATTENTION_SWITCH, Some("Int16")).unwrap(), Some("int16"));
         assert_eq!(parse(ATTENTION_SWITCH, Some("auto")).unwrap(), None);
         let err = parse(ATTENTION_SWITCH, Some("int8"))
             .unwrap_err()
             .to_string();
         assert!(
             err.ends_with(
-                "RERANK_ATTENTION=\"int8\" is not a precision; use one of auto, bf16, f32, or unset it"
+                "RERANK_ATTENTION=\"int8\" is not a precision; use one of auto, bf16, int16, f32, or \
+                 unset it"
             ),
             "{err}"
         );
@@ -628,7 +689,8 @@ mod tests {
     /// AMX: bf16 untimed. Otherwise the fastest timed path at least
     /// `BF16_MARGIN` times f32 (int16 where the int8 kernel is VNNI or AMX,
     /// bf16 where it is AVX512-BF16), else f32; f32 untimed without either.
-    /// Attention takes bf16 by the bf16 timing alone.
+    /// Attention takes bf16 by the bf16 timing, else int16 by the int16
+    /// timing, else f32.
     #[test]
     fn rule_by_kernel() {
         let k = Kernels::get().unwrap();
@@ -643,7 +705,6 @@ mod tests {
             let kernels = Kernels { bf16, i8, ..k };
             let plan = automatic(kernels);
             let attention = attention_automatic(kernels);
-            assert_eq!(attention.min_len, BF16_ATTENTION_MIN_LEN);
             let what = format!("{kernels}: {plan}; {attention}");
             let fast_int16 = I16Kernel::with(i8) != I16Kernel::Portable;
             match (bf16, plan.reason) {
@@ -654,9 +715,10 @@ mod tests {
                         "{what}"
                     );
                     assert_eq!(
-                        (attention.bf16, attention.reason),
-                        (Some(bf16), Reason::Amx)
+                        (attention.kernel, attention.reason),
+                        (Some(AttentionKernel::Bf16(bf16)), Reason::Amx)
                     );
+                    assert_eq!(attention.min_len, BF16_ATTENTION_MIN_LEN);
                     assert!(attention
                         .to_string()
                         .starts_with("attention bf16 from 256 tokens"));
@@ -685,8 +747,16 @@ mod tests {
                     };
                     assert_eq!(plan.precision, want, "{what}");
                     assert!(plan.to_string().contains("measured: "), "{what}");
-                    let attention_bf16 = over(b).is_some().then_some(bf16);
-                    assert_eq!(attention.bf16, attention_bf16, "{what}");
+                    let (kernel, min_len) = match (over(b), over(int16)) {
+                        (Some(_), _) => (Some(AttentionKernel::Bf16(bf16)), BF16_ATTENTION_MIN_LEN),
+                        (None, Some(_)) => (
+                            Some(AttentionKernel::Int16(I16Kernel::with(i8))),
+                            INT16_ATTENTION_MIN_LEN,
+                        ),
+                        (None, None) => (None, BF16_ATTENTION_MIN_LEN),
+                    };
+                    assert_eq!((attention.kernel, attention.min_len), (kernel, min_len), "{what}");
+                    assert_eq!(attention.reason, plan.reason, "{what}");
                 }
                 (_, reason) => {
                     assert!(!fast_int16 && bf16 != Bf16Kernel::Avx512Bf16, "{what}");
@@ -694,7 +764,11 @@ mod tests {
                         (plan.precision, reason),
                         (Residual::F32, Reason::NoFastKernel)
                     );
-                    assert_eq!(attention.bf16, None, "{what}");
+                    assert_eq!(
+                        (attention.kernel, attention.reason),
+                        (None, Reason::NoFastKernel),
+                        "{what}"
+                    );
                 }
             }
         }

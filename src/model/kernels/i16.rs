@@ -112,6 +112,7 @@ fn scale_for(m: f32, max: i32) -> (f32, f32) {
 /// block of 16 channels, per pair of consecutive `k`, the two i16 of each
 /// channel (64 bytes per pair). `in_dim` is zero-padded to even, `out_dim`
 /// to a multiple of 16.
+#[derive(Default)]
 pub struct PackedI16 {
     out_dim: usize,
     in_dim: usize,
@@ -153,12 +154,7 @@ impl PackedI16 {
                             break;
                         }
                         let row = &w[o * in_dim..(o + 1) * in_dim];
-                        let (sc, inv) = scale_for(abs_max(row), max);
-                        *s = sc;
-                        round_clamped(row, inv, max, &mut q[..in_dim]);
-                        for (g, pair) in q.chunks_exact(2).enumerate() {
-                            words[g * 16 + j] = pack_pair(pair[0], pair[1]);
-                        }
+                        *s = pack_channel(row, max, &mut q, words, j);
                     }
                 });
         }
@@ -169,6 +165,51 @@ impl PackedI16 {
             blocks,
             data,
             scale,
+        }
+    }
+
+    /// Quantizes and packs in place, on the calling thread, reusing this
+    /// layer's memory: `out_dim × in_dim` weights, weight `(o, k)` at
+    /// `w[o · o_stride + k · k_stride]`. For attention's per-head keys
+    /// (`o` a key, strides `(row stride, 1)`) and values (transposed: `o` a
+    /// head dimension, strides `(1, row stride)`), straight from the Q/K/V rows.
+    ///
+    /// Panics if `w` is too short or `in_dim` is over 2 M.
+    pub fn requantize(
+        &mut self,
+        w: &[f32],
+        (o_stride, k_stride): (usize, usize),
+        out_dim: usize,
+        in_dim: usize,
+    ) {
+        assert!(
+            in_dim <= MAX_IN_DIM,
+            "PackedI16: {in_dim} inputs is too many"
+        );
+        assert!(
+            out_dim == 0
+                || in_dim == 0
+                || (out_dim - 1) * o_stride + (in_dim - 1) * k_stride < w.len(),
+            "PackedI16::requantize: weights too short"
+        );
+        let (groups, blocks) = (in_dim.div_ceil(2), out_dim.div_ceil(16));
+        let max = w_max(in_dim);
+        self.data.reset_zeroed(blocks * groups * 64);
+        self.scale.clear();
+        self.scale.resize(blocks * 16, 0.0);
+        (self.out_dim, self.in_dim, self.groups, self.blocks) = (out_dim, in_dim, groups, blocks);
+        if groups == 0 {
+            return;
+        }
+        let (mut row, mut q) = (vec![0f32; in_dim], vec![0i16; 2 * groups]);
+        let words = self.data.as_u32_mut();
+        for o in 0..out_dim {
+            for (k, v) in row.iter_mut().enumerate() {
+                *v = w[o * o_stride + k * k_stride];
+            }
+            let (b, j) = (o / 16, o % 16);
+            let block = &mut words[b * groups * 16..(b + 1) * groups * 16];
+            self.scale[o] = pack_channel(&row, max, &mut q, block, j);
         }
     }
 
@@ -228,6 +269,18 @@ impl PackedI16 {
     }
 }
 
+/// Quantizes one channel's weights `row` to `±max` into column `j` of a
+/// 16-channel block's words (`q`: scratch of `2 · groups` zeros past
+/// `row.len()`); returns its scale.
+fn pack_channel(row: &[f32], max: i32, q: &mut [i16], words: &mut [u32], j: usize) -> f32 {
+    let (sc, inv) = scale_for(abs_max(row), max);
+    round_clamped(row, inv, max, &mut q[..row.len()]);
+    for (g, pair) in q.chunks_exact(2).enumerate() {
+        words[g * 16 + j] = pack_pair(pair[0], pair[1]);
+    }
+    sc
+}
+
 /// Two i16 as one little-endian u32 (`lo` at the lower address).
 #[inline(always)]
 fn pack_pair(lo: i16, hi: i16) -> u32 {
@@ -242,13 +295,16 @@ fn half(word: u32, hi: bool) -> i16 {
 }
 
 /// Activations quantized per row, symmetric to `±X_MAX`; a reusable buffer
-/// filled by [`quantize_rows`]. Panels of `MR` rows: per k pair, 4 bytes per
-/// row (32 per pair), rows zero-padded to a multiple of `MR`.
+/// filled by [`quantize_rows`] or [`quantize_rows_flat`]. Panels of `MR`
+/// rows (per k pair, 4 bytes per row: 32 per pair; rows zero-padded to a
+/// multiple of `MR`), or flat: row after row, `groups` k pairs each.
 #[derive(Default)]
 pub struct QuantRows16 {
     rows: usize,
     in_dim: usize,
     groups: usize,
+    /// Row after row instead of panels.
+    flat: bool,
     data: AlignedBytes,
     /// Per row, padded with zeros to whole panels.
     scale: Vec<f32>,
@@ -261,8 +317,143 @@ impl QuantRows16 {
             r < self.rows && k < self.in_dim,
             "QuantRows16: out of range"
         );
-        let word = self.data.as_u32()[(r / MR) * self.groups * MR + (k / 2) * MR + r % MR];
+        let (base, rs, gs) = self.strides(r);
+        let word = self.data.as_u32()[base + (r % MR) * rs + (k / 2) * gs];
         half(word, k % 2 == 1) as f32 * self.scale[r]
+    }
+
+    /// For the `MR` rows from `r / MR · MR` on: the u32 index of their first
+    /// word, and the u32s between rows and between k pairs.
+    fn strides(&self, r: usize) -> (usize, usize, usize) {
+        let r0 = r / MR * MR;
+        if self.flat {
+            (r0 * self.groups, self.groups, 1)
+        } else {
+            (r0 * self.groups, 1, MR)
+        }
+    }
+
+    /// Sizes the buffer for `rows × in_dim` (contents unspecified).
+    fn shape(&mut self, rows: usize, in_dim: usize, flat: bool) {
+        self.rows = rows;
+        self.in_dim = in_dim;
+        self.groups = in_dim.div_ceil(2);
+        self.flat = flat;
+        let padded = rows.div_ceil(MR) * MR;
+        self.data.resize(padded * self.groups * 4);
+        self.scale.resize(padded, 0.0);
+    }
+}
+
+/// [`quantize_rows`] into the flat layout, on the calling thread: cheaper
+/// for short rows (the stores are contiguous, so the loops vectorize). For
+/// attention's P·V, where every score of a pair is quantized once. The
+/// padding rows of the last panel are not written: the kernel reads them,
+/// but only for rows whose results it does not store.
+pub fn quantize_rows_flat(
+    x: &[f32],
+    x_rs: usize,
+    rows: usize,
+    in_dim: usize,
+    q: &mut QuantRows16,
+) {
+    assert!(
+        rows == 0 || (rows - 1) * x_rs + in_dim <= x.len(),
+        "quantize_rows_flat: x too short"
+    );
+    q.shape(rows, in_dim, true);
+    let groups = q.groups;
+    let (words, scale) = (q.data.as_u32_mut(), &mut q.scale);
+    #[cfg(target_arch = "x86_64")]
+    if in_dim % 16 == 0 && std::arch::is_x86_feature_detected!("avx512bw") {
+        for r in 0..rows {
+            let row = &x[r * x_rs..r * x_rs + in_dim];
+            // SAFETY: AVX-512 F/BW checked; `words` holds `groups` per row.
+            unsafe { quantize_flat_row_avx512(row, &mut words[r * groups..], &mut scale[r]) };
+        }
+        return;
+    }
+    quantize_flat(x, x_rs, rows, in_dim, groups, words, scale);
+}
+
+/// One row of [`quantize_rows_flat`] (`row.len()` a multiple of 16) in
+/// AVX-512: the same values as [`quantize_flat`] (a NaN quantizes to 0, a
+/// row with an infinity to scale 0; `vcvtps2dq` rounds ties to even like
+/// `round_clamped`), 3x faster on attention's rows of 64, where the
+/// compiler's version of `abs_max` and the rounding trick was most of the
+/// int16 attention's time (perf, 8192 tokens).
+///
+/// # Safety
+/// The CPU has AVX-512 F and BW; `words` holds at least `row.len() / 2`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_flat_row_avx512(row: &[f32], words: &mut [u32], scale: &mut f32) {
+    use std::arch::x86_64::*;
+    debug_assert!(row.len() % 16 == 0 && words.len() * 2 >= row.len());
+    let n = row.len() / 16;
+    let p = row.as_ptr();
+    let load = |i: usize| {
+        let v = _mm512_loadu_ps(p.add(16 * i));
+        // NaN lanes to 0, as `round_clamped` maps them.
+        _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v), v)
+    };
+    let mut m = _mm512_setzero_ps();
+    for i in 0..n {
+        m = _mm512_max_ps(m, _mm512_abs_ps(load(i)));
+    }
+    let (sc, inv) = scale_for(_mm512_reduce_max_ps(m), X_MAX);
+    *scale = sc;
+    let out = words.as_mut_ptr() as *mut __m256i;
+    if sc == 0.0 {
+        // All zero, or an infinity (whose product with 0 would be NaN).
+        (0..n).for_each(|i| _mm256_storeu_si256(out.add(i), _mm256_setzero_si256()));
+        return;
+    }
+    let inv = _mm512_set1_ps(inv);
+    for i in 0..n {
+        // |v · inv| <= X_MAX: no clamp needed (and 0 where the scale is 0).
+        let q = _mm512_cvtps_epi32(_mm512_mul_ps(load(i), inv));
+        _mm256_storeu_si256(out.add(i), _mm512_cvtsepi32_epi16(q));
+    }
+}
+
+multiversion! {
+    /// The loop of [`quantize_rows_flat`], compiled for the CPU at hand
+    /// (one dispatch per call, not per row: attention calls it for every 64
+    /// keys): `rows` rows of `in_dim` into `words` (`groups` per row) and `scale`.
+    fn quantize_flat(
+        x: &[f32],
+        x_rs: usize,
+        rows: usize,
+        in_dim: usize,
+        groups: usize,
+        words: &mut [u32],
+        scale: &mut [f32],
+    ) {
+        for r in 0..rows {
+            let row = &x[r * x_rs..r * x_rs + in_dim];
+            let words = &mut words[r * groups..(r + 1) * groups];
+            let (sc, inv) = scale_for(abs_max(row), X_MAX);
+            scale[r] = sc;
+            if cfg!(target_endian = "little") {
+                // A pair's word is its two i16 in order in memory (`pack_pair`).
+                // SAFETY: the same bytes as `words`, exclusively borrowed; u16
+                // alignment is less than u32's.
+                let q = unsafe {
+                    std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut i16, 2 * groups)
+                };
+                round_clamped(row, inv, X_MAX, q);
+                q[in_dim..].fill(0);
+            } else {
+                let mut q = [0i16; 2];
+                for (g, w) in words.iter_mut().enumerate() {
+                    let pair = &row[2 * g..in_dim.min(2 * g + 2)];
+                    q[1] = 0;
+                    round_clamped(pair, inv, X_MAX, &mut q[..pair.len()]);
+                    *w = pack_pair(q[0], q[1]);
+                }
+            }
+        }
     }
 }
 
@@ -273,13 +464,8 @@ pub fn quantize_rows(x: &[f32], x_rs: usize, rows: usize, in_dim: usize, q: &mut
         rows == 0 || (rows - 1) * x_rs + in_dim <= x.len(),
         "quantize_rows: x too short"
     );
-    let groups = in_dim.div_ceil(2);
-    let panels = rows.div_ceil(MR);
-    q.rows = rows;
-    q.in_dim = in_dim;
-    q.groups = groups;
-    q.data.resize(panels * groups * MR * 4);
-    q.scale.resize(panels * MR, 0.0);
+    q.shape(rows, in_dim, false);
+    let groups = q.groups;
     if groups == 0 {
         return;
     }
@@ -317,7 +503,15 @@ multiversion! {
         words: &mut [u32],
         s: &mut [f32],
     ) {
-        let mut v = vec![0i16; in_dim.div_ceil(2) * 2];
+        // Attention quantizes many short panels (64 wide): no allocation there.
+        let (mut stack, mut heap) = ([0i16; 256], Vec::new());
+        let n = in_dim.div_ceil(2) * 2;
+        let v = if n <= stack.len() {
+            &mut stack[..n]
+        } else {
+            heap.resize(n, 0);
+            &mut heap[..]
+        };
         for i in 0..MR {
             if i >= nr {
                 s[i] = 0.0;
@@ -340,8 +534,11 @@ multiversion! {
 /// Arguments of one register tile (raw pointers, validated by [`matmul`]).
 #[derive(Clone, Copy)]
 struct Tile {
-    /// The tile rows' activation panel.
+    /// The tile's first row's first k pair, and the u32s between rows and
+    /// between k pairs.
     x: *const u32,
+    x_rs: usize,
+    x_gs: usize,
     /// The tile's first weight block, and the u32s between blocks.
     w: *const u32,
     w_bs: usize,
@@ -371,6 +568,34 @@ pub fn matmul(
     rows: usize,
     accumulate: bool,
 ) {
+    run(kernel, dst, dst_rs, x, w, rows, accumulate, true)
+}
+
+/// [`matmul`] on the calling thread, however large: for products inside a
+/// parallel task (attention's, per pair and head).
+pub fn matmul_one_thread(
+    kernel: I16Kernel,
+    dst: &mut [f32],
+    dst_rs: usize,
+    x: &QuantRows16,
+    w: &PackedI16,
+    rows: usize,
+    accumulate: bool,
+) {
+    run(kernel, dst, dst_rs, x, w, rows, accumulate, false)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    kernel: I16Kernel,
+    dst: &mut [f32],
+    dst_rs: usize,
+    x: &QuantRows16,
+    w: &PackedI16,
+    rows: usize,
+    accumulate: bool,
+    may_parallel: bool,
+) {
     assert_eq!(x.in_dim, w.in_dim, "i16::matmul: in_dim mismatch");
     assert!(rows <= x.rows, "i16::matmul: more rows than quantized");
     let n = w.out_dim;
@@ -385,7 +610,7 @@ pub fn matmul(
         (rows - 1) * dst_rs + n <= dst.len(),
         "i16::matmul: dst too short"
     );
-    assert!(x.groups == w.groups && x.data.len == x.rows.div_ceil(MR) * x.groups * MR * 4);
+    assert!(x.groups == w.groups && x.data.len >= x.rows.div_ceil(MR) * x.groups * MR * 4);
     assert!(w.data.len == w.blocks * w.groups * 64 && w.scale.len() == w.blocks * 16);
     #[cfg(target_arch = "x86_64")]
     if kernel == I16Kernel::Vnni {
@@ -394,7 +619,8 @@ pub fn matmul(
             "i16::matmul: no AVX-512 VNNI here"
         );
     }
-    let parallel = rows * n * w.in_dim >= PAR_MIN_MACS && rayon::current_num_threads() > 1;
+    let parallel =
+        may_parallel && rows * n * w.in_dim >= PAR_MIN_MACS && rayon::current_num_threads() > 1;
     let dptr = SharedMut(dst.as_mut_ptr());
     let grid = ((rows, n), (MC, NC), (4 * MR, 32 * NB));
     for_each_block(grid.0, grid.1, grid.2, parallel, |rs, cs| {
@@ -425,8 +651,11 @@ unsafe fn run_block(
         let mut r = r0;
         while r < r1 {
             let nr = (r1 - r).min(MR);
+            let (base, x_rs, x_gs) = x.strides(r);
             let t = Tile {
-                x: xd.add((r / MR) * x.groups * MR),
+                x: xd.add(base),
+                x_rs,
+                x_gs,
                 w: wd.add((c / 16) * w.groups * 16),
                 w_bs: w.groups * 16,
                 groups: w.groups,
@@ -454,7 +683,6 @@ unsafe fn run_block(
 /// # Safety
 /// `t` describes valid memory for `nr` rows and `t.ncols` columns.
 unsafe fn portable_tile(t: &Tile, nr: usize) {
-    let xp = std::slice::from_raw_parts(t.x, t.groups * MR);
     let half = |v: u32, hi: bool| half(v, hi) as i32;
     for i in 0..nr {
         let sx = *t.sx.add(i);
@@ -462,7 +690,7 @@ unsafe fn portable_tile(t: &Tile, nr: usize) {
             let wb = std::slice::from_raw_parts(t.w.add((j / 16) * t.w_bs), t.groups * 16);
             let mut acc = 0i32;
             for g in 0..t.groups {
-                let (a, b) = (xp[g * MR + i], wb[g * 16 + j % 16]);
+                let (a, b) = (*t.x.add(i * t.x_rs + g * t.x_gs), wb[g * 16 + j % 16]);
                 acc += half(a, false) * half(b, false) + half(a, true) * half(b, true);
             }
             let y = (sx * *t.sw.add(j)) * acc as f32;
@@ -481,7 +709,7 @@ unsafe fn portable_tile(t: &Tile, nr: usize) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(clippy::needless_range_loop)] // explicit indices read best for a register tile
-unsafe fn vnni_tile<const R: usize, const B: usize>(t: &Tile) {
+unsafe fn vnni_tile<const R: usize, const B: usize, const FLAT: bool>(t: &Tile) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_si512(); B]; R];
     let (mut x, mut w) = (t.x, t.w);
@@ -493,13 +721,15 @@ unsafe fn vnni_tile<const R: usize, const B: usize>(t: &Tile) {
             _mm_prefetch::<_MM_HINT_T0>((w.wrapping_add(j * t.w_bs) as *const i8).wrapping_add(PF));
         }
         for i in 0..R {
-            let a = _mm512_set1_epi32(*x.add(i) as i32);
+            // Panels: rows adjacent, constant offsets (the fast path of the
+            // linear layers); flat: rows `x_rs` apart.
+            let a = _mm512_set1_epi32(*x.add(if FLAT { i * t.x_rs } else { i }) as i32);
             for j in 0..B {
-                acc[i][j] = _mm512_dpwssd_epi32(acc[i][j], a, wv[j]);
+                acc[i][j] = dpwssd(acc[i][j], a, wv[j]);
             }
         }
         w = w.add(16);
-        x = x.add(MR);
+        x = x.add(if FLAT { 1 } else { MR });
     }
     for j in 0..B {
         let valid = t.ncols.saturating_sub(j * 16).min(16);
@@ -523,6 +753,29 @@ unsafe fn vnni_tile<const R: usize, const B: usize>(t: &Tile) {
     }
 }
 
+/// `acc + Σ pairs a·b` (`vpdpwssd`), as inline assembly: LLVM rewrites
+/// `_mm512_dpwssd_epi32` into `vpmaddwd` + `vpaddd` where its scheduling
+/// model thinks that shortens a dependency chain (objdump: most instances of
+/// [`vnni_tile`] had some of it), two instructions where one does.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn dpwssd(
+    acc: std::arch::x86_64::__m512i,
+    a: std::arch::x86_64::__m512i,
+    b: std::arch::x86_64::__m512i,
+) -> std::arch::x86_64::__m512i {
+    let mut acc = acc;
+    std::arch::asm!(
+        "vpdpwssd {acc}, {a}, {b}",
+        acc = inout(zmm_reg) acc,
+        a = in(zmm_reg) a,
+        b = in(zmm_reg) b,
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    acc
+}
+
 /// [`vnni_tile`] for `r <= MR` rows × `b <= NB` blocks.
 ///
 /// # Safety
@@ -531,8 +784,13 @@ unsafe fn vnni_tile<const R: usize, const B: usize>(t: &Tile) {
 unsafe fn vnni_tile_dyn(t: &Tile, r: usize, b: usize) {
     macro_rules! arms {
         ($($r:literal),*) => {
-            match (r, b) {
-                $(($r, 1) => vnni_tile::<$r, 1>(t), ($r, 2) => vnni_tile::<$r, 2>(t),)*
+            match (r, b, t.x_gs == 1) {
+                $(
+                    ($r, 1, false) => vnni_tile::<$r, 1, false>(t),
+                    ($r, 2, false) => vnni_tile::<$r, 2, false>(t),
+                    ($r, 1, true) => vnni_tile::<$r, 1, true>(t),
+                    ($r, 2, true) => vnni_tile::<$r, 2, true>(t),
+                )*
                 _ => unreachable!("vnni_tile_dyn: bad tile {r}x{b}"),
             }
         };

@@ -31,7 +31,9 @@ pub struct PackedI8 {
 }
 
 /// The largest `|v|` of `row`. Sixteen independent lanes, so the loop
-/// vectorizes (one running maximum would be a serial chain).
+/// vectorizes (one running maximum would be a serial chain). Inlined, so
+/// that it vectorizes for the instruction set of its caller's copy.
+#[inline(always)]
 pub(in crate::model::kernels) fn abs_max(row: &[f32]) -> f32 {
     let mut lanes = [0f32; 16];
     let mut chunks = row.chunks_exact(16);
