@@ -14,8 +14,8 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::backend::PackedBatch;
 use super::plan::AttentionKernel;
+use crate::backend::PackedBatch;
 use crate::model::kernels::bf16::{self, PackedBf16};
 use crate::model::kernels::i16::{self, I16Kernel, PackedI16, QuantRows16};
 use crate::model::kernels::{self, SharedMut};
@@ -60,9 +60,9 @@ pub(super) fn attention(
         let scratch = (Bf16Scratch::default(), I16Scratch::default());
         (Vec::<f32>::new(), Vec::<f32>::new(), scratch)
     };
-    tasks
-        .into_par_iter()
-        .for_each_init(init, |(k, v, (bf16_scratch, i16_scratch)), (pair, head)| {
+    tasks.into_par_iter().for_each_init(
+        init,
+        |(k, v, (bf16_scratch, i16_scratch)), (pair, head)| {
             let start = batch.offsets[pair];
             let len = batch.offsets[pair + 1] - start;
             let rows = if first_only { 1 } else { len };
@@ -118,7 +118,8 @@ pub(super) fn attention(
                     (ROW_BLOCK, KEY_BLOCK),
                 );
             }
-        });
+        },
+    );
 }
 
 /// One head of one pair, for [`head_attention`].
@@ -654,8 +655,7 @@ mod tests {
     #[test]
     fn int16_attention_matches_the_formula_and_is_equal_across_kernels() {
         let mut kernels = vec![I16Kernel::Portable];
-        if I16Kernel::with(I8Kernel::Vnni) != I16Kernel::Portable && I8Kernel::Vnni.is_available()
-        {
+        if I16Kernel::with(I8Kernel::Vnni) != I16Kernel::Portable && I8Kernel::Vnni.is_available() {
             kernels.push(I16Kernel::with(I8Kernel::Vnni));
         }
         for (len, d, rows) in [(150, 64, 37), (700, 24, 9), (1, 64, 1)] {
@@ -724,7 +724,9 @@ mod tests {
                     assert!(len == 1 || off > 1e-6, "{what}: no rounding at all");
                     match (&first, row_block, key_block) {
                         (None, ..) => first = Some(got),
-                        (Some(f), r, 64) if r == rows => assert!(*f == got, "{what}: kernels differ"),
+                        (Some(f), r, 64) if r == rows => {
+                            assert!(*f == got, "{what}: kernels differ")
+                        }
                         _ => {}
                     }
                 }

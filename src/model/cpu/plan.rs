@@ -608,7 +608,10 @@ mod tests {
             .map(|bf16| (Kernels { bf16, ..kernels }, AttentionKernel::Bf16(bf16)))
             .collect();
         let int16 = [I16Kernel::Portable, I16Kernel::with(kernels.i8)];
-        for i16 in int16.into_iter().take(if int16[0] == int16[1] { 1 } else { 2 }) {
+        for i16 in int16
+            .into_iter()
+            .take(if int16[0] == int16[1] { 1 } else { 2 })
+        {
             choices.push((kernels, AttentionKernel::Int16(i16)));
         }
         for (k, attention) in choices {
@@ -672,7 +675,10 @@ mod tests {
     fn attention_switch_values() {
         assert_eq!(parse(ATTENTION_SWITCH, Some("BF16")).unwrap(), Some("bf16"));
         assert_eq!(parse(ATTENTION_SWITCH, Some("f32")).unwrap(), Some("f32"));
-        assert_eq!(parse(ATTENTION_SWITCH, Some("Int16")).unwrap(), Some("int16"));
+        assert_eq!(
+            parse(ATTENTION_SWITCH, Some("Int16")).unwrap(),
+            Some("int16")
+        );
         assert_eq!(parse(ATTENTION_SWITCH, Some("auto")).unwrap(), None);
         let err = parse(ATTENTION_SWITCH, Some("int8"))
             .unwrap_err()
@@ -755,7 +761,11 @@ mod tests {
                         ),
                         (None, None) => (None, BF16_ATTENTION_MIN_LEN),
                     };
-                    assert_eq!((attention.kernel, attention.min_len), (kernel, min_len), "{what}");
+                    assert_eq!(
+                        (attention.kernel, attention.min_len),
+                        (kernel, min_len),
+                        "{what}"
+                    );
                     assert_eq!(attention.reason, plan.reason, "{what}");
                 }
                 (_, reason) => {

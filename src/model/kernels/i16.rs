@@ -350,13 +350,7 @@ impl QuantRows16 {
 /// attention's P·V, where every score of a pair is quantized once. The
 /// padding rows of the last panel are not written: the kernel reads them,
 /// but only for rows whose results it does not store.
-pub fn quantize_rows_flat(
-    x: &[f32],
-    x_rs: usize,
-    rows: usize,
-    in_dim: usize,
-    q: &mut QuantRows16,
-) {
+pub fn quantize_rows_flat(x: &[f32], x_rs: usize, rows: usize, in_dim: usize, q: &mut QuantRows16) {
     assert!(
         rows == 0 || (rows - 1) * x_rs + in_dim <= x.len(),
         "quantize_rows_flat: x too short"
@@ -365,7 +359,7 @@ pub fn quantize_rows_flat(
     let groups = q.groups;
     let (words, scale) = (q.data.as_u32_mut(), &mut q.scale);
     #[cfg(target_arch = "x86_64")]
-    if in_dim % 16 == 0 && std::arch::is_x86_feature_detected!("avx512bw") {
+    if in_dim.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512bw") {
         for r in 0..rows {
             let row = &x[r * x_rs..r * x_rs + in_dim];
             // SAFETY: AVX-512 F/BW checked; `words` holds `groups` per row.
@@ -389,7 +383,7 @@ pub fn quantize_rows_flat(
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn quantize_flat_row_avx512(row: &[f32], words: &mut [u32], scale: &mut f32) {
     use std::arch::x86_64::*;
-    debug_assert!(row.len() % 16 == 0 && words.len() * 2 >= row.len());
+    debug_assert!(row.len().is_multiple_of(16) && words.len() * 2 >= row.len());
     let n = row.len() / 16;
     let p = row.as_ptr();
     let load = |i: usize| {
