@@ -57,12 +57,17 @@ pub(super) fn attention(
     // Per thread: this head's K and V made contiguous (len × d) for f32, or
     // packed for bf16 or int16, and a score block.
     let init = || {
-        let scratch = (Bf16Scratch::default(), I16Scratch::default());
-        (Vec::<f32>::new(), Vec::<f32>::new(), scratch)
+        let packed = (Bf16Scratch::default(), I16Scratch::default());
+        (
+            Vec::<f32>::new(),
+            Vec::<f32>::new(),
+            packed,
+            Online::default(),
+        )
     };
     tasks.into_par_iter().for_each_init(
         init,
-        |(k, v, (bf16_scratch, i16_scratch)), (pair, head)| {
+        |(k, v, (bf16_scratch, i16_scratch), online), (pair, head)| {
             let start = batch.offsets[pair];
             let len = batch.offsets[pair + 1] - start;
             let rows = if first_only { 1 } else { len };
@@ -76,19 +81,21 @@ pub(super) fn attention(
             match fast.filter(|&(_, min_len)| len >= min_len) {
                 Some((AttentionKernel::Bf16(kernel), _)) => {
                     bf16_scratch.pack_head(pair_qkv, 3 * h, cols, d, KEY_BLOCK);
+                    let packed = &mut (kernel, &mut *bf16_scratch);
                     // SAFETY: see above.
-                    unsafe { head_attention_bf16(kernel, q, dst, h, bf16_scratch, ROW_BLOCK) };
+                    unsafe { head_attention_packed(packed, q, dst, h, online, ROW_BLOCK) };
                     return;
                 }
                 Some((AttentionKernel::Int16(kernel), _)) => {
                     i16_scratch.pack_head(pair_qkv, 3 * h, cols, d, KEY_BLOCK);
+                    let packed = &mut (kernel, &mut *i16_scratch);
                     // SAFETY: see above.
-                    unsafe { head_attention_i16(kernel, q, dst, h, i16_scratch, ROW_BLOCK) };
+                    unsafe { head_attention_packed(packed, q, dst, h, online, ROW_BLOCK) };
                     return;
                 }
                 None => {}
             }
-            let scratch = &mut bf16_scratch.f32;
+            let scratch = &mut online.f32;
             // Gathering K and V once per head makes every block's matmul
             // read dense memory instead of 64 floats out of each 3H row.
             k.clear();
@@ -253,7 +260,7 @@ unsafe fn head_attention(
 }
 
 /// Per-thread buffers of the bf16 attention: one head's keys and values,
-/// packed per key block, and the f32 blocks around them.
+/// packed per key block.
 #[derive(Default)]
 struct Bf16Scratch {
     /// Key block b: K[b·kb..][..c] as W (c keys × d), so Q·Wᵀ = scores.
@@ -262,11 +269,6 @@ struct Bf16Scratch {
     values: Vec<PackedBf16>,
     /// Key blocks in use (`keys`/`values` keep older, larger vectors).
     blocks: usize,
-    /// A row block of Q times the scale (rows × d).
-    q: Vec<f32>,
-    /// The row block's context before normalization (rows × d).
-    acc: Vec<f32>,
-    f32: Scratch,
 }
 
 impl Bf16Scratch {
@@ -294,30 +296,72 @@ impl Bf16Scratch {
     }
 }
 
-/// [`head_attention`] with Q·Kᵀ and P·V in bf16 (f32 accumulation) on
-/// `kernel`, against the keys and values packed in `scratch`
-/// ([`Bf16Scratch::pack_head`]). Q is scaled before it is rounded, so the
+/// One head's keys and values, packed per key block for a kernel, and how
+/// attention's two products run against them: what [`head_attention_packed`]
+/// needs of the bf16 and the int16 path.
+trait PackedHead {
+    /// Key blocks packed.
+    fn blocks(&self) -> usize;
+    /// Keys in block `b`.
+    fn keys(&self, b: usize) -> usize;
+    /// A new block of `n` query rows: `qs` is Q·scale (n × d).
+    fn queries(&mut self, qs: &[f32], n: usize, d: usize);
+    /// `scores` (n × keys(b)) = Q·scale · K_bᵀ.
+    fn scores(&mut self, b: usize, qs: &[f32], d: usize, scores: &mut [f32], n: usize);
+    /// `acc` (n × d) (+ with `add`)= P (n × keys(b)) · V_b.
+    fn context(&mut self, b: usize, p: &[f32], acc: &mut [f32], d: usize, n: usize, add: bool);
+}
+
+/// Bf16 operands, f32 sums: Q is scaled before it is rounded, so the
 /// scores need no pass of their own (for d = 64 the scale 1/8 is exact).
+impl PackedHead for (bf16::Bf16Kernel, &mut Bf16Scratch) {
+    fn blocks(&self) -> usize {
+        self.1.blocks
+    }
+    fn keys(&self, b: usize) -> usize {
+        self.1.keys[b].out_dim()
+    }
+    fn queries(&mut self, _: &[f32], _: usize, _: usize) {}
+    fn scores(&mut self, b: usize, qs: &[f32], d: usize, scores: &mut [f32], n: usize) {
+        let c = self.keys(b);
+        bf16::matmul_one_thread(self.0, scores, c, qs, d, n, &self.1.keys[b], false);
+    }
+    fn context(&mut self, b: usize, p: &[f32], acc: &mut [f32], d: usize, n: usize, add: bool) {
+        let c = self.keys(b);
+        bf16::matmul_one_thread(self.0, acc, d, p, c, n, &self.1.values[b], add);
+    }
+}
+
+/// Per-thread buffers of [`head_attention_packed`]'s row block.
+#[derive(Default)]
+struct Online {
+    /// A row block of Q times the scale (rows × d).
+    qs: Vec<f32>,
+    /// The row block's context before normalization (rows × d).
+    acc: Vec<f32>,
+    f32: Scratch,
+}
+
+/// [`head_attention`] against the keys and values of `head` (packed by its
+/// `pack_head`), its two products on `head`'s kernel: the same row blocks,
+/// online softmax (f32) and normalization as the f32 path.
 ///
 /// # Safety
 /// `out` must point to `rows` rows of `d` writable floats `out_rs` apart
 /// that nobody else touches meanwhile.
-unsafe fn head_attention_bf16(
-    kernel: bf16::Bf16Kernel,
+unsafe fn head_attention_packed(
+    head: &mut impl PackedHead,
     (q, q_rs, rows, d, scale): (&[f32], usize, usize, usize, f32),
     out: *mut f32,
     out_rs: usize,
-    scratch: &mut Bf16Scratch,
+    online: &mut Online,
     row_block: usize,
 ) {
-    let Bf16Scratch {
-        keys,
-        values,
-        blocks,
-        q: qs,
+    let Online {
+        qs,
         acc,
         f32: Scratch { scores, stats },
-    } = scratch;
+    } = online;
     let mut r0 = 0;
     while r0 < rows {
         let n = row_block.min(rows - r0);
@@ -326,14 +370,15 @@ unsafe fn head_attention_bf16(
             let row = &q[(r0 + i) * q_rs..(r0 + i) * q_rs + d];
             qs.extend(row.iter().map(|v| v * scale));
         }
+        head.queries(qs, n, d);
         stats.clear();
         stats.extend((0..n).flat_map(|_| [f32::NEG_INFINITY, 0.0, 0.0]));
         acc.resize(n * d, 0.0);
-        for (b, (k, v)) in keys[..*blocks].iter().zip(&values[..*blocks]).enumerate() {
-            let c = k.out_dim();
+        for b in 0..head.blocks() {
+            let c = head.keys(b);
             scores.resize(n * c, 0.0);
             // scores (n × c) = (scale · Q) (n × d) · K_bᵀ (d × c)
-            bf16::matmul_one_thread(kernel, scores, c, qs, d, n, k, false);
+            head.scores(b, qs, d, scores, n);
             for (row, st) in scores.chunks_exact_mut(c).zip(stats.chunks_exact_mut(3)) {
                 kernels::softmax_tile(row, st);
             }
@@ -344,7 +389,7 @@ unsafe fn head_attention_bf16(
                 }
             }
             // acc (n × d) (+)= P (n × c) · V_b (c × d)
-            bf16::matmul_one_thread(kernel, acc, d, scores, c, n, v, b > 0);
+            head.context(b, scores, acc, d, n, b > 0);
         }
         for (i, (row, st)) in acc.chunks_exact(d).zip(stats.chunks_exact(3)).enumerate() {
             let inv = 1.0 / st[1];
@@ -377,9 +422,6 @@ struct I16Scratch {
     q: QuantRows16,
     /// One chunk of P, quantized per row.
     p: QuantRows16,
-    qs: Vec<f32>,
-    acc: Vec<f32>,
-    f32: Scratch,
 }
 
 impl I16Scratch {
@@ -414,76 +456,48 @@ impl I16Scratch {
     }
 }
 
-/// [`head_attention`] with Q·Kᵀ and P·V in 16-bit integers on `kernel`
-/// (exact i32 sums), against the keys and values packed in `scratch`
-/// ([`I16Scratch::pack_head`]).
+/// 16-bit integer operands, exact i32 sums:
 /// - Q·Kᵀ: Q·scale quantized per row to ±[`i16::X_MAX`] (11 bits), each key
 ///   to ±32767 (`w_max(64)`: 16 bits).
 /// - P·V: each chunk of [`CHUNK`] exponentials quantized per row to 11 bits
 ///   of its own largest (so a chunk of small probabilities keeps its
 ///   precision), each value column per chunk to 16 bits; the chunks' f32
 ///   products add up.
-///
-/// # Safety
-/// As [`head_attention_bf16`].
-unsafe fn head_attention_i16(
-    kernel: I16Kernel,
-    (q, q_rs, rows, d, scale): (&[f32], usize, usize, usize, f32),
-    out: *mut f32,
-    out_rs: usize,
-    scratch: &mut I16Scratch,
-    row_block: usize,
-) {
-    let I16Scratch {
-        keys,
-        values,
-        blocks,
-        chunks_per_block,
-        q: qq,
-        p: pq,
-        qs,
-        acc,
-        f32: Scratch { scores, stats },
-    } = scratch;
-    let mut r0 = 0;
-    while r0 < rows {
-        let n = row_block.min(rows - r0);
-        qs.clear();
-        for i in 0..n {
-            let row = &q[(r0 + i) * q_rs..(r0 + i) * q_rs + d];
-            qs.extend(row.iter().map(|v| v * scale));
+impl PackedHead for (I16Kernel, &mut I16Scratch) {
+    fn blocks(&self) -> usize {
+        self.1.blocks
+    }
+    fn keys(&self, b: usize) -> usize {
+        self.1.keys[b].out_dim()
+    }
+    fn queries(&mut self, qs: &[f32], n: usize, d: usize) {
+        i16::quantize_rows(qs, d, n, d, &mut self.1.q);
+    }
+    fn scores(&mut self, b: usize, _: &[f32], _: usize, scores: &mut [f32], n: usize) {
+        let (kernel, s) = (self.0, &*self.1);
+        i16::matmul_one_thread(
+            kernel,
+            scores,
+            s.keys[b].out_dim(),
+            &s.q,
+            &s.keys[b],
+            n,
+            false,
+        );
+    }
+    fn context(&mut self, b: usize, p: &[f32], acc: &mut [f32], d: usize, n: usize, add: bool) {
+        let (kernel, c) = (self.0, self.keys(b));
+        let I16Scratch {
+            values,
+            chunks_per_block,
+            p: pq,
+            ..
+        } = &mut *self.1;
+        let first = b * *chunks_per_block;
+        for (j, v) in values[first..first + c.div_ceil(CHUNK)].iter().enumerate() {
+            i16::quantize_rows_flat(&p[j * CHUNK..], c, n, v.in_dim(), pq);
+            i16::matmul_one_thread(kernel, acc, d, pq, v, n, add || j > 0);
         }
-        i16::quantize_rows(qs, d, n, d, qq);
-        stats.clear();
-        stats.extend((0..n).flat_map(|_| [f32::NEG_INFINITY, 0.0, 0.0]));
-        acc.resize(n * d, 0.0);
-        for (b, k) in keys[..*blocks].iter().enumerate() {
-            let c = k.out_dim();
-            scores.resize(n * c, 0.0);
-            // scores (n × c) = (scale · Q) (n × d) · K_bᵀ (d × c)
-            i16::matmul_one_thread(kernel, scores, c, qq, k, n, false);
-            for (row, st) in scores.chunks_exact_mut(c).zip(stats.chunks_exact_mut(3)) {
-                kernels::softmax_tile(row, st);
-            }
-            if b > 0 {
-                // Earlier key blocks were normalized to an older max.
-                for (row, st) in acc.chunks_exact_mut(d).zip(stats.chunks_exact(3)) {
-                    row.iter_mut().for_each(|o| *o *= st[2]);
-                }
-            }
-            // acc (n × d) (+)= Σ_chunks P_j (n × CHUNK) · V_j (CHUNK × d)
-            let first = b * *chunks_per_block;
-            for (j, v) in values[first..first + c.div_ceil(CHUNK)].iter().enumerate() {
-                i16::quantize_rows_flat(&scores[j * CHUNK..], c, n, v.in_dim(), pq);
-                i16::matmul_one_thread(kernel, acc, d, pq, v, n, b > 0 || j > 0);
-            }
-        }
-        for (i, (row, st)) in acc.chunks_exact(d).zip(stats.chunks_exact(3)).enumerate() {
-            let inv = 1.0 / st[1];
-            let dst = std::slice::from_raw_parts_mut(out.add((r0 + i) * out_rs), d);
-            dst.iter_mut().zip(row).for_each(|(o, a)| *o = a * inv);
-        }
-        r0 += n;
     }
 }
 
@@ -539,6 +553,28 @@ mod tests {
         }
     }
 
+    /// softmax(q·kᵀ)·v in f64 for `rows` queries against `len` keys of `d`,
+    /// `x(t, part, c)` giving token t's (scaled) query (part 0), key (1) or
+    /// value (2) element c.
+    fn formula(
+        (len, d, rows): (usize, usize, usize),
+        x: impl Fn(usize, usize, usize) -> f64,
+    ) -> Vec<f64> {
+        let mut want = vec![0f64; rows * d];
+        for r in 0..rows {
+            let s: Vec<f64> = (0..len)
+                .map(|j| (0..d).map(|c| x(r, 0, c) * x(j, 1, c)).sum::<f64>())
+                .collect();
+            let m = s.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = s.iter().map(|v| (v - m).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for c in 0..d {
+                want[r * d + c] = (0..len).map(|j| e[j] * x(j, 2, c)).sum::<f64>() / z;
+            }
+        }
+        want
+    }
+
     /// The bf16 attention on every bf16 kernel this CPU has, with several
     /// (partial) row and key blocks, against the plain formula in f64 on the
     /// same operands rounded to bf16 as the kernels round them: Q·scale, K,
@@ -557,25 +593,13 @@ mod tests {
             .collect();
         let (head, scale) = (1, 0.125);
         let at = |t: usize, part: usize, c: usize| qkv[t * 3 * h + part * h + head * d + c];
-        let mut want = vec![0f64; rows * d];
-        for r in 0..rows {
-            let s: Vec<f64> = (0..len)
-                .map(|j| {
-                    (0..d)
-                        .map(|c| round(at(r, 0, c) * scale) as f64 * round(at(j, 1, c)) as f64)
-                        .sum::<f64>()
-                })
-                .collect();
-            let m = s.iter().cloned().fold(f64::MIN, f64::max);
-            let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
-            let z: f64 = e.iter().sum();
-            for c in 0..d {
-                want[r * d + c] = (0..len)
-                    .map(|j| e[j] * round(at(j, 2, c)) as f64)
-                    .sum::<f64>()
-                    / z;
-            }
-        }
+        let want = formula((len, d, rows), |t, part, c| {
+            round(if part == 0 {
+                at(t, 0, c) * scale
+            } else {
+                at(t, part, c)
+            }) as f64
+        });
         let mut f32_out = vec![0f32; rows * d];
         {
             let gather = |part| -> Vec<f32> {
@@ -616,12 +640,12 @@ mod tests {
                 let mut got = vec![0f32; rows * d];
                 // SAFETY: got is rows × d.
                 unsafe {
-                    head_attention_bf16(
-                        kernel,
+                    head_attention_packed(
+                        &mut (kernel, &mut scratch),
                         (&qkv[head * d..], 3 * h, rows, d, scale),
                         got.as_mut_ptr(),
                         d,
-                        &mut scratch,
+                        &mut Online::default(),
                         row_block,
                     )
                 };
@@ -675,22 +699,13 @@ mod tests {
                 .collect();
             let (head, scale) = (1, 1.0 / (d as f32).sqrt());
             let at = |t: usize, part: usize, c: usize| qkv[t * 3 * h + part * h + head * d + c];
-            let mut want = vec![0f64; rows * d];
-            for r in 0..rows {
-                let s: Vec<f64> = (0..len)
-                    .map(|j| {
-                        (0..d)
-                            .map(|c| (at(r, 0, c) * scale) as f64 * at(j, 1, c) as f64)
-                            .sum::<f64>()
-                    })
-                    .collect();
-                let m = s.iter().cloned().fold(f64::MIN, f64::max);
-                let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
-                let z: f64 = e.iter().sum();
-                for c in 0..d {
-                    want[r * d + c] = (0..len).map(|j| e[j] * at(j, 2, c) as f64).sum::<f64>() / z;
-                }
-            }
+            let want = formula((len, d, rows), |t, part, c| {
+                (if part == 0 {
+                    at(t, 0, c) * scale
+                } else {
+                    at(t, part, c)
+                }) as f64
+            });
             let mut first: Option<Vec<f32>> = None;
             for &kernel in &kernels {
                 for (row_block, key_block) in [(rows, 64), (16, 128), (5, 64), (128, 512)] {
@@ -703,12 +718,12 @@ mod tests {
                     let mut got = vec![0f32; rows * d];
                     // SAFETY: got is rows × d.
                     unsafe {
-                        head_attention_i16(
-                            kernel,
+                        head_attention_packed(
+                            &mut (kernel, &mut scratch),
                             (&qkv[head * d..], 3 * h, rows, d, scale),
                             got.as_mut_ptr(),
                             d,
-                            &mut scratch,
+                            &mut Online::default(),
                             row_block,
                         )
                     };

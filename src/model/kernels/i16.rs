@@ -333,8 +333,13 @@ impl QuantRows16 {
         }
     }
 
-    /// Sizes the buffer for `rows × in_dim` (contents unspecified).
-    fn shape(&mut self, rows: usize, in_dim: usize, flat: bool) {
+    /// Checks that `x` (row stride `x_rs`) holds `rows × in_dim` and sizes
+    /// the buffer for them (contents unspecified).
+    fn shape(&mut self, (x, x_rs): (&[f32], usize), rows: usize, in_dim: usize, flat: bool) {
+        assert!(
+            rows == 0 || (rows - 1) * x_rs + in_dim <= x.len(),
+            "i16::quantize_rows: x too short"
+        );
         self.rows = rows;
         self.in_dim = in_dim;
         self.groups = in_dim.div_ceil(2);
@@ -351,11 +356,7 @@ impl QuantRows16 {
 /// padding rows of the last panel are not written: the kernel reads them,
 /// but only for rows whose results it does not store.
 pub fn quantize_rows_flat(x: &[f32], x_rs: usize, rows: usize, in_dim: usize, q: &mut QuantRows16) {
-    assert!(
-        rows == 0 || (rows - 1) * x_rs + in_dim <= x.len(),
-        "quantize_rows_flat: x too short"
-    );
-    q.shape(rows, in_dim, true);
+    q.shape((x, x_rs), rows, in_dim, true);
     let groups = q.groups;
     let (words, scale) = (q.data.as_u32_mut(), &mut q.scale);
     #[cfg(target_arch = "x86_64")]
@@ -429,22 +430,13 @@ multiversion! {
             let words = &mut words[r * groups..(r + 1) * groups];
             let (sc, inv) = scale_for(abs_max(row), X_MAX);
             scale[r] = sc;
-            if cfg!(target_endian = "little") {
-                // A pair's word is its two i16 in order in memory (`pack_pair`).
-                // SAFETY: the same bytes as `words`, exclusively borrowed; u16
-                // alignment is less than u32's.
-                let q = unsafe {
-                    std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut i16, 2 * groups)
-                };
-                round_clamped(row, inv, X_MAX, q);
-                q[in_dim..].fill(0);
-            } else {
-                let mut q = [0i16; 2];
-                for (g, w) in words.iter_mut().enumerate() {
-                    let pair = &row[2 * g..in_dim.min(2 * g + 2)];
-                    q[1] = 0;
-                    round_clamped(pair, inv, X_MAX, &mut q[..pair.len()]);
-                    *w = pack_pair(q[0], q[1]);
+            // In pieces of 64 (one attention chunk), through a stack buffer.
+            let mut q = [0i16; 64];
+            for (piece, words) in row.chunks(64).zip(words.chunks_mut(32)) {
+                round_clamped(piece, inv, X_MAX, &mut q[..piece.len()]);
+                q[piece.len()..].fill(0);
+                for (w, pair) in words.iter_mut().zip(q.chunks_exact(2)) {
+                    *w = pack_pair(pair[0], pair[1]);
                 }
             }
         }
@@ -454,11 +446,7 @@ multiversion! {
 /// Quantizes `rows` rows of `x` (row stride `x_rs`, `in_dim` values each)
 /// into `q`. Rows with a non-finite value quantize to scale 0.
 pub fn quantize_rows(x: &[f32], x_rs: usize, rows: usize, in_dim: usize, q: &mut QuantRows16) {
-    assert!(
-        rows == 0 || (rows - 1) * x_rs + in_dim <= x.len(),
-        "quantize_rows: x too short"
-    );
-    q.shape(rows, in_dim, false);
+    q.shape((x, x_rs), rows, in_dim, false);
     let groups = q.groups;
     if groups == 0 {
         return;
