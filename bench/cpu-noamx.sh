@@ -17,7 +17,8 @@
 # from outside by farm-bench. Peers: inside predict() / session.run (their load not counted).
 # Environment: RERANK, PYTHON (/work/venv/bin/python), PYTHON_OV (/work/venv-ov/bin/python),
 # MODEL (/work/m3), WORKLOADS (/work/wl), ONNX (/work/m3-onnx), OV_CACHE (/work/m3-ov),
-# THREADS (2), PEERS (1; 0 skips the Python references), NAMES (the workloads).
+# THREADS (2), PEERS (1; 0 skips the Python references), OURS (1; 0 runs only the references),
+# NAMES (the workloads).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-bench/results/$(date -u +%F)-cpu-noamx}
@@ -48,21 +49,23 @@ noamx=(RERANK_I8_KERNEL=vnni RERANK_BF16_KERNEL=avx512bf16)
 export RERANK_PREPARED_CACHE=${PREPARED:-${TMPDIR:-/tmp}/rerank-prepared-bench}
 head -n 1 "$WL/seed-512x10.jsonl" > "$out/one-pair.jsonl"
 warm() { env "$@" "$R" score --model "$M" --threads "$T" --dtype int8 --input "$out/one-pair.jsonl" >/dev/null 2>>"$out/ours-log.txt"; }
-warm "${noamx[@]}"; warm "${noamx[@]}" RERANK_I8_RESIDUAL=int8; warm "${noamx[@]}" RERANK_I8_RESIDUAL=f32
-grep -q amx_int8 /proc/cpuinfo && warm RERANK_I8_RESIDUAL=auto
-for w in $NAMES; do
-    ours f32 "$w" -- --dtype f32
-    ours bf16-noamx "$w" "${noamx[@]}" -- --dtype bf16
-    ours int8-noamx "$w" "${noamx[@]}" -- --dtype int8
-    # The plan before int16: the residual projections in f32.
-    ours int8-f32res-noamx "$w" "${noamx[@]}" RERANK_I8_RESIDUAL=f32 -- --dtype int8
-    # All four int8 fails the accuracy gates and is never chosen by itself: short rows only.
-    [ "$w" = seed-8192x1 ] || ours int8-all-noamx "$w" "${noamx[@]}" RERANK_I8_RESIDUAL=int8 -- --dtype int8
-    if grep -q amx_int8 /proc/cpuinfo; then
-        ours bf16-amx "$w" -- --dtype bf16
-        ours int8-amx "$w" -- --dtype int8
-    fi
-done
+if [ "${OURS:-1}" = 1 ]; then
+    warm "${noamx[@]}"; warm "${noamx[@]}" RERANK_I8_RESIDUAL=int8; warm "${noamx[@]}" RERANK_I8_RESIDUAL=f32
+    if grep -q amx_int8 /proc/cpuinfo; then warm RERANK_I8_RESIDUAL=auto; fi
+    for w in $NAMES; do
+        ours f32 "$w" -- --dtype f32
+        ours bf16-noamx "$w" "${noamx[@]}" -- --dtype bf16
+        ours int8-noamx "$w" "${noamx[@]}" -- --dtype int8
+        # The plan before int16: the residual projections in f32.
+        ours int8-f32res-noamx "$w" "${noamx[@]}" RERANK_I8_RESIDUAL=f32 -- --dtype int8
+        # All four int8 fails the accuracy gates and is never chosen by itself: short rows only.
+        [ "$w" = seed-8192x1 ] || ours int8-all-noamx "$w" "${noamx[@]}" RERANK_I8_RESIDUAL=int8 -- --dtype int8
+        if grep -q amx_int8 /proc/cpuinfo; then
+            ours bf16-amx "$w" -- --dtype bf16
+            ours int8-amx "$w" -- --dtype int8
+        fi
+    done
+fi
 [ "${PEERS:-1}" = 0 ] && exit 0
 # shellcheck disable=SC2086
 "$PYOV" "$root/bench/reference_openvino.py" --model "$M" --workloads "$WL" --names $NAMES \
