@@ -146,7 +146,7 @@ pub const ATTENTION_SWITCH: (&str, &str, &str) = (
     "auto, bf16, int16, f32",
     "bf16 and int8 models: the precision of attention's Q·Kᵀ and P·V products; bf16, int16: for every \
      pair; auto (or unset): bf16 for pairs of 256+ tokens where this CPU's bf16 kernel is fast (AMX, \
-     or timed faster than f32), else int16 for pairs of 1024+ tokens where its int16 kernel is, else f32",
+     or timed faster than f32), else int16 for pairs of 512+ tokens where its int16 kernel is, else f32",
 );
 
 /// The kernel of attention's two products where they do not run f32.
@@ -180,11 +180,12 @@ pub struct AttentionPlan {
 pub const BF16_ATTENTION_MIN_LEN: usize = 256;
 
 /// The same for int16 (`vpdpwssd`), timed the same way on a Sapphire Rapids
-/// VM with AMX capped off (2026-12-03), int16's time over f32's: 1.77 at 128
-/// tokens, 1.58 at 256, 1.23 at 512, 0.96 at 1024, 0.86 at 2048, 0.80 at
-/// 4096. Quantizing each block of exponentials and Q·Kᵀ's short sums (k =
-/// 64) cost more than `vpdpwssd`'s 2x over FMAs saves below ~1000 tokens.
-pub const INT16_ATTENTION_MIN_LEN: usize = 1024;
+/// VM with AMX capped off (2026-12-03, after the AVX-512 packing of keys and
+/// values and chunks of 128 keys), int16's time over f32's: 1.30 at 128
+/// tokens, 1.14 at 256, 0.89 at 512, 0.81 at 1024, 0.76 at 2048, 0.72 at
+/// 4096. Below ~400 tokens packing each head and Q·Kᵀ's short sums (k = 64)
+/// cost more than `vpdpwssd`'s 2x over FMAs saves.
+pub const INT16_ATTENTION_MIN_LEN: usize = 512;
 
 /// e.g. `attention bf16 from 256 tokens (AMX)`.
 impl fmt::Display for AttentionPlan {

@@ -399,7 +399,7 @@ unsafe fn requantize_rows_avx512(
     use std::arch::x86_64::*;
     let groups = in_dim.div_ceil(2);
     let pieces = in_dim.div_ceil(16);
-    for o in 0..out_dim {
+    for (o, s) in scale[..out_dim].iter_mut().enumerate() {
         let p = w.as_ptr().add(o * o_stride);
         let load = |t: usize| {
             let lanes = (in_dim - 16 * t).min(16);
@@ -411,7 +411,7 @@ unsafe fn requantize_rows_avx512(
             m = _mm512_max_ps(_mm512_abs_ps(load(t)), m);
         }
         let (sc, inv) = scale_for(_mm512_reduce_max_ps(m), max);
-        scale[o] = sc;
+        *s = sc;
         let inv = _mm512_set1_ps(inv);
         let block = words.as_mut_ptr().add((o / 16) * groups * 16 + o % 16);
         let mut pairs = [0u32; 8];
@@ -1124,7 +1124,10 @@ mod tests {
                     }
                     for (k, v) in row.iter().enumerate() {
                         let step = fast.scale[o];
-                        assert!((fast.dequantized(o, k) - v).abs() <= 0.51 * step, "{what} ({o},{k})");
+                        assert!(
+                            (fast.dequantized(o, k) - v).abs() <= 0.51 * step,
+                            "{what} ({o},{k})"
+                        );
                         checked += usize::from(step > 0.0);
                     }
                 }
