@@ -114,6 +114,32 @@ fn pairs(cases: &[Case]) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// A CPU model of `dtype` on `kernels` with these residual and attention
+/// plans (`None`: the automatic one), as `load` sets it up otherwise.
+fn planned(
+    dir: &Path,
+    dtype: Dtype,
+    kernels: rerank::model::kernels::Kernels,
+    (residual, attention): (
+        Option<rerank::model::cpu::plan::ResidualPlan>,
+        Option<rerank::model::cpu::plan::AttentionPlan>,
+    ),
+) -> Reranker {
+    use rerank::model::cpu::{CpuModel, WeightSource};
+    let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+    let source = WeightSource::map(&dir.join("model.safetensors")).unwrap();
+    let model = CpuModel::load_with(&source, &cfg, dtype, kernels, residual, attention).unwrap();
+    let encoder = rerank::tokenize::PairEncoder::from_file(&dir.join("tokenizer.json")).unwrap();
+    let options = RerankerOptions {
+        max_length: Some(512),
+        dtype: Some(dtype),
+        raw_scores: true,
+        ..RerankerOptions::default()
+    };
+    let model = rerank::model::Model::Cpu(Box::new(model));
+    Reranker::from_parts(model, encoder, cfg, options).unwrap()
+}
+
 #[test]
 fn f32_equals_pytorch_on_real_weights_on_both_implementations() {
     let Some(dir) = model_dir() else { return };
@@ -274,17 +300,12 @@ fn bf16_and_int8_stay_close_to_f32_on_real_weights() {
 #[test]
 fn int8_stays_close_to_f32_on_real_weights_with_every_residual_precision() {
     use rerank::model::cpu::plan::{Reason, Residual, ResidualPlan};
-    use rerank::model::cpu::{CpuModel, WeightSource};
     use rerank::model::kernels::{Bf16Kernel, I8Kernel, Kernels};
-    use rerank::model::Model;
-    use rerank::tokenize::PairEncoder;
     let Some(dir) = model_dir() else { return };
     let cases = golden();
     let f32_model = load(dir, None, false);
     let encoded = f32_model.encode_pairs(&pairs(&cases)).unwrap();
     let (base, base_hidden) = f32_model.logits_and_hidden(&encoded).unwrap();
-    let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
-    let source = WeightSource::map(&dir.join("model.safetensors")).unwrap();
     let kernels = Kernels::get().unwrap();
     let mut sets = vec![kernels];
     if I8Kernel::Vnni.is_available() && Bf16Kernel::Avx512Bf16.is_available() {
@@ -301,18 +322,7 @@ fn int8_stays_close_to_f32_on_real_weights_with_every_residual_precision() {
                 precision,
                 reason: Reason::Forced,
             };
-            let model =
-                CpuModel::load_with(&source, &cfg, Dtype::Int8, k, Some(plan), None).unwrap();
-            let encoder = PairEncoder::from_file(&dir.join("tokenizer.json")).unwrap();
-            let options = RerankerOptions {
-                max_length: Some(512),
-                dtype: Some(Dtype::Int8),
-                raw_scores: true,
-                ..RerankerOptions::default()
-            };
-            let rr =
-                Reranker::from_parts(Model::Cpu(Box::new(model)), encoder, cfg.clone(), options)
-                    .unwrap();
+            let rr = planned(dir, Dtype::Int8, k, (Some(plan), None));
             let run = rr.logits_and_hidden(&encoded).unwrap();
             let (rel, score, rho) = gaps(&run, (&base, &base_hidden));
             let hidden = run.1;
@@ -340,17 +350,12 @@ fn int8_stays_close_to_f32_on_real_weights_with_every_residual_precision() {
 #[test]
 fn int16_and_bf16_attention_stay_close_to_f32_on_real_weights() {
     use rerank::model::cpu::plan::{AttentionKernel, AttentionPlan, Reason};
-    use rerank::model::cpu::{CpuModel, WeightSource};
     use rerank::model::kernels::{I16Kernel, Kernels};
-    use rerank::model::Model;
-    use rerank::tokenize::PairEncoder;
     let Some(dir) = model_dir() else { return };
     let cases = golden();
     let f32_model = load(dir, None, false);
     let encoded = f32_model.encode_pairs(&pairs(&cases)).unwrap();
     let (base, base_hidden) = f32_model.logits_and_hidden(&encoded).unwrap();
-    let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
-    let source = WeightSource::map(&dir.join("model.safetensors")).unwrap();
     let k = Kernels::get().unwrap();
     let kernels = [
         AttentionKernel::Int16(I16Kernel::with(k.i8)),
@@ -366,16 +371,7 @@ fn int16_and_bf16_attention_stay_close_to_f32_on_real_weights() {
                 min_len: 0,
                 reason: Reason::Forced,
             };
-            let model = CpuModel::load_with(&source, &cfg, dtype, k, None, Some(plan)).unwrap();
-            let encoder = PairEncoder::from_file(&dir.join("tokenizer.json")).unwrap();
-            let options = RerankerOptions {
-                max_length: Some(512),
-                dtype: Some(dtype),
-                raw_scores: true,
-                ..RerankerOptions::default()
-            };
-            Reranker::from_parts(Model::Cpu(Box::new(model)), encoder, cfg.clone(), options)
-                .unwrap()
+            planned(dir, dtype, k, (None, Some(plan)))
                 .logits_and_hidden(&encoded)
                 .unwrap()
         };
