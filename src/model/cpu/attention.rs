@@ -520,6 +520,30 @@ mod tests {
     use crate::model::kernels::bf16::Bf16Kernel;
     use crate::model::kernels::I8Kernel;
 
+    /// Head 1's output (rows × d) through [`head_attention_packed`], for a
+    /// pair of two heads of `d` (Q/K/V rows 3H = 6d wide) whose keys and
+    /// values `head` has packed.
+    fn packed_output(
+        head: &mut impl PackedHead,
+        qkv: &[f32],
+        (rows, d, scale): (usize, usize, f32),
+        row_block: usize,
+    ) -> Vec<f32> {
+        let mut got = vec![0f32; rows * d];
+        // SAFETY: got is rows × d.
+        unsafe {
+            head_attention_packed(
+                head,
+                (&qkv[d..], 6 * d, rows, d, scale),
+                got.as_mut_ptr(),
+                d,
+                &mut Online::default(),
+                row_block,
+            )
+        };
+        got
+    }
+
     /// Tiled attention with several key blocks equals one plain softmax pass.
     #[test]
     fn tiled_attention_equals_the_plain_formula() {
@@ -650,18 +674,12 @@ mod tests {
                 for _ in 0..2 {
                     scratch.pack_head(&qkv, 3 * h, (h + head * d, 2 * h + head * d), d, key_block);
                 }
-                let mut got = vec![0f32; rows * d];
-                // SAFETY: got is rows × d.
-                unsafe {
-                    head_attention_packed(
-                        &mut (kernel, &mut scratch),
-                        (&qkv[head * d..], 3 * h, rows, d, scale),
-                        got.as_mut_ptr(),
-                        d,
-                        &mut Online::default(),
-                        row_block,
-                    )
-                };
+                let got = packed_output(
+                    &mut (kernel, &mut scratch),
+                    &qkv,
+                    (rows, d, scale),
+                    row_block,
+                );
                 let what = format!("{kernel:?}, blocks {row_block} × {key_block}");
                 for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                     assert!(
@@ -728,18 +746,8 @@ mod tests {
                         let cols = (h + head * d, 2 * h + head * d);
                         scratch.pack_head(&qkv, 3 * h, cols, d, key_block);
                     }
-                    let mut got = vec![0f32; rows * d];
-                    // SAFETY: got is rows × d.
-                    unsafe {
-                        head_attention_packed(
-                            &mut (kernel, &mut scratch),
-                            (&qkv[head * d..], 3 * h, rows, d, scale),
-                            got.as_mut_ptr(),
-                            d,
-                            &mut Online::default(),
-                            row_block,
-                        )
-                    };
+                    let packed = &mut (kernel, &mut scratch);
+                    let got = packed_output(packed, &qkv, (rows, d, scale), row_block);
                     let what = format!("{kernel:?}, {len}x{d}, blocks {row_block} × {key_block}");
                     let off = got
                         .iter()

@@ -320,6 +320,14 @@ unsafe fn nan_to_zero(v: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512
     _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v), v)
 }
 
+/// The mask of the first `n` (at most 16) lanes of a 16-lane vector.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn first_lanes(n: usize) -> u16 {
+    debug_assert!(n <= 16);
+    ((1u32 << n) - 1) as u16
+}
+
 /// [`PackedI16::requantize`] for channels that lie next to each other
 /// (`o_stride` 1: attention's values, transposed), 16 channels per vector:
 /// their 16 maxima, scales and, per k pair, their 16 words are one vector
@@ -345,8 +353,7 @@ unsafe fn requantize_channels_avx512(
     let groups = in_dim.div_ceil(2);
     let zero = _mm512_setzero_ps();
     for b in 0..out_dim.div_ceil(16) {
-        let lanes = (out_dim - 16 * b).min(16);
-        let mask: __mmask16 = (((1u32 << lanes) - 1) & 0xFFFF) as u16;
+        let mask = first_lanes((out_dim - 16 * b).min(16));
         let p = w.as_ptr().add(16 * b);
         let load = |k: usize| nan_to_zero(_mm512_maskz_loadu_ps(mask, p.add(k * k_stride)));
         let mut m = zero;
@@ -402,8 +409,7 @@ unsafe fn requantize_rows_avx512(
     for (o, s) in scale[..out_dim].iter_mut().enumerate() {
         let p = w.as_ptr().add(o * o_stride);
         let load = |t: usize| {
-            let lanes = (in_dim - 16 * t).min(16);
-            let mask: __mmask16 = (((1u32 << lanes) - 1) & 0xFFFF) as u16;
+            let mask = first_lanes((in_dim - 16 * t).min(16));
             nan_to_zero(_mm512_maskz_loadu_ps(mask, p.add(16 * t)))
         };
         let mut m = _mm512_setzero_ps();
@@ -532,11 +538,7 @@ unsafe fn quantize_flat_row_avx512(row: &[f32], words: &mut [u32], scale: &mut f
     debug_assert!(row.len().is_multiple_of(16) && words.len() * 2 >= row.len());
     let n = row.len() / 16;
     let p = row.as_ptr();
-    let load = |i: usize| {
-        let v = _mm512_loadu_ps(p.add(16 * i));
-        // NaN lanes to 0, as `round_clamped` maps them.
-        _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v), v)
-    };
+    let load = |i: usize| nan_to_zero(_mm512_loadu_ps(p.add(16 * i)));
     let mut m = _mm512_setzero_ps();
     for i in 0..n {
         m = _mm512_max_ps(m, _mm512_abs_ps(load(i)));
@@ -859,12 +861,7 @@ unsafe fn vnni_tile<const R: usize, const B: usize, const FLAT: bool>(t: &Tile) 
         x = x.add(if FLAT { 1 } else { MR });
     }
     for j in 0..B {
-        let valid = t.ncols.saturating_sub(j * 16).min(16);
-        let mask = if valid >= 16 {
-            0xffff
-        } else {
-            ((1u32 << valid) - 1) as u16
-        };
+        let mask = first_lanes(t.ncols.saturating_sub(j * 16).min(16));
         let sw = _mm512_maskz_loadu_ps(mask, t.sw.add(j * 16));
         for i in 0..R {
             let sx = _mm512_set1_ps(*t.sx.add(i));
