@@ -367,9 +367,9 @@ struct Timing {
 }
 
 /// The int16 (VNNI), bf16 (AVX512-BF16) and f32 paths of [`Linear`] on
-/// bge-reranker-v2-m3's FFN-output shape (4096 → 1024) with 256 rows, the
-/// best of three runs each, interleaved after a warm-up so a busy neighbour
-/// slows them alike; once per process and set of kernels. `None` where
+/// bge-reranker-v2-m3's FFN-output shape (4096 → 1024) with 256 rows, on
+/// one thread, the best of three runs each, interleaved after a warm-up so
+/// a busy neighbour slows them alike; once per process and set of kernels. `None` where
 /// `kernels` has neither a fast int16 nor a fast bf16 kernel (or AMX).
 fn timing(kernels: Kernels) -> Option<Timing> {
     let int16 = I16Kernel::with(kernels.i8) != I16Kernel::Portable;
@@ -382,16 +382,25 @@ fn timing(kernels: Kernels) -> Option<Timing> {
     if let Some((_, t)) = timed.iter().find(|(k, _)| *k == kernels) {
         return Some(*t);
     }
-    let ops = Operands::new(256, 4096, 1024);
-    // As an int8 model's f32 residual layers run.
-    let mut layers = vec![ops.layer(kernels, Dtype::F32).gemm_at_any_rows()];
-    if int16 {
-        layers.push(ops.layer_int16(kernels));
-    }
-    if bf16 {
-        layers.push(ops.layer(kernels, Dtype::Bf16));
-    }
-    let g = ops.gflops(&layers.iter().collect::<Vec<_>>());
+    let measure = || {
+        let ops = Operands::new(256, 4096, 1024);
+        // As an int8 model's f32 residual layers run.
+        let mut layers = vec![ops.layer(kernels, Dtype::F32).gemm_at_any_rows()];
+        if int16 {
+            layers.push(ops.layer_int16(kernels));
+        }
+        if bf16 {
+            layers.push(ops.layer(kernels, Dtype::Bf16));
+        }
+        ops.gflops(&layers.iter().collect::<Vec<_>>())
+    };
+    // On one thread: the choice compares the kernels' rates per core, which
+    // do not depend on the pool's size, and the other cores stay free for
+    // what runs meanwhile (the tokenizer's parse, `Reranker::load_files`).
+    let g = match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
+        Ok(one) => one.install(measure),
+        Err(_) => measure(),
+    };
     let t = Timing {
         f32: g[0],
         int16: int16.then(|| g[1]),
