@@ -312,6 +312,10 @@ fn pack_channel(row: &[f32], max: i32, q: &mut [i16], words: &mut [u32], j: usiz
     sc
 }
 
+/// How many rows ahead the AVX-512 packers prefetch their strided rows.
+#[cfg(target_arch = "x86_64")]
+const PF_ROWS: usize = 4;
+
 /// NaN lanes to 0, as `round_clamped` maps them.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
@@ -358,6 +362,9 @@ unsafe fn requantize_channels_avx512(
         let load = |k: usize| nan_to_zero(_mm512_maskz_loadu_ps(mask, p.add(k * k_stride)));
         let mut m = zero;
         for k in 0..in_dim {
+            // Rows `k_stride` apart (attention's values: 16 floats out of each
+            // 3H-float row), a stride the hardware prefetchers do not follow.
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add((k + PF_ROWS) * k_stride).cast());
             // max_ps returns its second operand where one is NaN (none is).
             m = _mm512_max_ps(_mm512_abs_ps(load(k)), m);
         }
@@ -412,6 +419,12 @@ unsafe fn requantize_rows_avx512(
             let mask = first_lanes((in_dim - 16 * t).min(16));
             nan_to_zero(_mm512_maskz_loadu_ps(mask, p.add(16 * t)))
         };
+        // As for the values: a later key's row, whose lines the hardware
+        // prefetchers would not fetch.
+        let ahead = p.wrapping_add(PF_ROWS * o_stride);
+        for line in (0..in_dim).step_by(16) {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+        }
         let mut m = _mm512_setzero_ps();
         for t in 0..pieces {
             m = _mm512_max_ps(_mm512_abs_ps(load(t)), m);
