@@ -102,8 +102,8 @@ pub(super) fn attention(
             v.clear();
             for (t, row) in pair_qkv.chunks_exact(3 * h).enumerate() {
                 let ahead = (t + AHEAD) * 3 * h;
-                prefetch_row(pair_qkv, ahead + h + head * d, d);
-                prefetch_row(pair_qkv, ahead + 2 * h + head * d, d);
+                kernels::prefetch_floats(pair_qkv, ahead + h + head * d, d);
+                kernels::prefetch_floats(pair_qkv, ahead + 2 * h + head * d, d);
                 k.extend_from_slice(&row[h + head * d..h + (head + 1) * d]);
                 v.extend_from_slice(&row[2 * h + head * d..2 * h + (head + 1) * d]);
             }
@@ -134,23 +134,6 @@ pub(super) fn attention(
 
 /// Rows of the Q/K/V buffer ahead that attention's gathers prefetch.
 const AHEAD: usize = 4;
-
-/// Prefetches the `len` floats of `x` from `at` on (nothing past its end):
-/// a head's Q, K or V is `d` floats out of each 3H-float row, a stride the
-/// hardware prefetchers do not follow, so each row was a cache miss in turn.
-#[inline(always)]
-fn prefetch_row(x: &[f32], at: usize, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if at + len <= x.len() {
-        for line in (at..at + len).step_by(16) {
-            // SAFETY: prefetching never faults, and the address is in `x`.
-            unsafe {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                _mm_prefetch::<_MM_HINT_T0>(x.as_ptr().add(line).cast());
-            }
-        }
-    }
-}
 
 /// One head of one pair, for [`head_attention`].
 struct HeadInput<'a> {
@@ -390,7 +373,7 @@ unsafe fn head_attention_packed(
         let n = row_block.min(rows - r0);
         qs.clear();
         for i in 0..n {
-            prefetch_row(q, (r0 + i + AHEAD) * q_rs, d);
+            kernels::prefetch_floats(q, (r0 + i + AHEAD) * q_rs, d);
             let row = &q[(r0 + i) * q_rs..(r0 + i) * q_rs + d];
             qs.extend(row.iter().map(|v| v * scale));
         }

@@ -324,6 +324,24 @@ unsafe fn nan_to_zero(v: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512
     _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v), v)
 }
 
+/// The largest |v| of `row` (`row.len()` a multiple of 16), NaNs ignored
+/// (an infinity is kept: `scale_for` turns it into scale 0).
+///
+/// # Safety
+/// The CPU has AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn abs_max_avx512(row: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    debug_assert!(row.len().is_multiple_of(16));
+    let mut m = _mm512_setzero_ps();
+    for t in 0..row.len() / 16 {
+        let v = nan_to_zero(_mm512_loadu_ps(row.as_ptr().add(16 * t)));
+        m = _mm512_max_ps(m, _mm512_abs_ps(v));
+    }
+    _mm512_reduce_max_ps(m)
+}
+
 /// The mask of the first `n` (at most 16) lanes of a 16-lane vector.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
@@ -419,12 +437,8 @@ unsafe fn requantize_rows_avx512(
             let mask = first_lanes((in_dim - 16 * t).min(16));
             nan_to_zero(_mm512_maskz_loadu_ps(mask, p.add(16 * t)))
         };
-        // As for the values: a later key's row, whose lines the hardware
-        // prefetchers would not fetch.
-        let ahead = p.wrapping_add(PF_ROWS * o_stride);
-        for line in (0..in_dim).step_by(16) {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
-        }
+        // As for the values: a later key's row.
+        super::prefetch_floats(w, (o + PF_ROWS) * o_stride, in_dim);
         let mut m = _mm512_setzero_ps();
         for t in 0..pieces {
             m = _mm512_max_ps(_mm512_abs_ps(load(t)), m);
@@ -552,11 +566,7 @@ unsafe fn quantize_flat_row_avx512(row: &[f32], words: &mut [u32], scale: &mut f
     let n = row.len() / 16;
     let p = row.as_ptr();
     let load = |i: usize| nan_to_zero(_mm512_loadu_ps(p.add(16 * i)));
-    let mut m = _mm512_setzero_ps();
-    for i in 0..n {
-        m = _mm512_max_ps(m, _mm512_abs_ps(load(i)));
-    }
-    let (sc, inv) = scale_for(_mm512_reduce_max_ps(m), X_MAX);
+    let (sc, inv) = scale_for(abs_max_avx512(row), X_MAX);
     *scale = sc;
     let out = words.as_mut_ptr() as *mut __m256i;
     if sc == 0.0 {
@@ -680,12 +690,7 @@ unsafe fn quantize_panel_avx512(
     let mut inv = [_mm512_setzero_ps(); MR];
     for i in 0..MR {
         let (sc, iv) = if i < nr {
-            let mut m = _mm512_setzero_ps();
-            for t in 0..in_dim / 16 {
-                let v = nan_to_zero(_mm512_loadu_ps(row(i).add(16 * t)));
-                m = _mm512_max_ps(m, _mm512_abs_ps(v));
-            }
-            scale_for(_mm512_reduce_max_ps(m), X_MAX)
+            scale_for(abs_max_avx512(&x[i * x_rs..i * x_rs + in_dim]), X_MAX)
         } else {
             (0.0, 0.0)
         };
@@ -696,7 +701,8 @@ unsafe fn quantize_panel_avx512(
     // rounding in the last bits: no clamp; an infinity times the scale 0 is
     // NaN, hence the second mask).
     let half = |i: usize, k0: usize| {
-        let v = nan_to_zero(_mm512_loadu_ps(row(i).add(k0)));
+        let v = _mm512_loadu_ps(row(i).add(k0));
+        // A NaN stays NaN through the product, and is masked to 0 there.
         let q = _mm512_cvtps_epi32(nan_to_zero(_mm512_mul_ps(v, inv[i])));
         _mm512_cvtsepi32_epi16(q)
     };

@@ -189,21 +189,10 @@ multiversion!(
             // Attention's keys are 64 floats out of each 3H-float row: a stride
             // the hardware prefetchers do not follow, so each row was a cache
             // miss in turn. Ask for the next rows' lines ahead.
-            #[cfg(target_arch = "x86_64")]
             if w_rs > in_dim {
                 for ahead in [2, 3] {
                     if o + ahead < out_dim {
-                        let start = (o + ahead) * w_rs;
-                        for line in (0..in_dim).step_by(16) {
-                            // SAFETY: prefetching never faults; row o + ahead lies in `w`.
-                            #[allow(unused_unsafe)]
-                            unsafe {
-                                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                                _mm_prefetch::<_MM_HINT_T0>(
-                                    w.as_ptr().wrapping_add(start + line).cast(),
-                                );
-                            }
-                        }
+                        crate::model::kernels::prefetch_floats(w, (o + ahead) * w_rs, in_dim);
                     }
                 }
             }
