@@ -361,8 +361,13 @@ fn int16_and_bf16_attention_stay_close_to_f32_on_real_weights() {
         AttentionKernel::Int16(I16Kernel::with(k.i8)),
         AttentionKernel::Bf16(k.bf16),
     ];
+    // bf16's rank bound is 0.99 here, not the 0.995 of the default plans: on
+    // an AMD EPYC Zen 4 (AVX512-BF16 kernels, no AMX) int16 attention forced
+    // on a bf16 model measured 0.9940 (one passage of 20 moved two ranks,
+    // sum of d² = 8) at a score gap of 7.8e-3, the default bf16 plan's own
+    // size (7.6e-3): near-tied passages, not a larger error.
     for (dtype, max_rel, max_score, min_rho) in [
-        (Dtype::Bf16, 1e-2, 1.5e-2, 0.995),
+        (Dtype::Bf16, 1e-2, 1.5e-2, 0.99),
         (Dtype::Int8, 3.5e-2, 5e-2, 0.98),
     ] {
         let run = |kernel: Option<AttentionKernel>| {
