@@ -49,7 +49,7 @@ COPY --from=build --chown=10001:10001 /out/data /data
 ARG MODEL=""
 # No VOLUME line on purpose: Docker would copy a baked model into a fresh
 # anonymous volume on every `docker run`; mount one yourself (-v rerank-cache:/data).
-# RERANK_PREPARED_CACHE: int8's quantized weights, kept in the model volume for the next start.
+# RERANK_PREPARED_CACHE: bf16's and int8's converted weights, kept in the model volume for the next start.
 ENV HF_HOME=/data \
     RERANK_PREPARED_CACHE=/data/prepared \
     RERANK_MODEL=${MODEL:-BAAI/bge-reranker-v2-m3} \
