@@ -84,8 +84,6 @@ impl Entry {
             return None;
         };
         let dir = match place {
-            // f32 is used as stored; nothing to prepare.
-            Place::FromEnv if !matches!(dtype, Dtype::Int8 | Dtype::Bf16) => return None,
             Place::FromEnv => directory(std::env::var_os(SWITCH.0).as_deref(), |v| {
                 std::env::var_os(v)
             })?,
